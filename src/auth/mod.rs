@@ -1,0 +1,174 @@
+//! Credentials and access tokens per tenant, through `azure_identity`.
+//!
+//! One credential per tenant serves every audience (Management API, Graph, ARM): the scope picks
+//! the audience. Secrets are loaded here and never appear in a log line, error or status.
+
+use std::sync::{Arc, RwLock};
+
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::http::{ClientOptions, Transport};
+use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+
+use crate::config::environment::expand_credentials_dir;
+use crate::config::validate::{SecretSource, TenantSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("tenant {tenant}: cannot load client secret: {message}")]
+    Secret { tenant: String, message: String },
+    #[error("tenant {tenant}: cannot build credential: {message}")]
+    Setup { tenant: String, message: String },
+    #[error("tenant {tenant}: token request for {audience} failed: {message}")]
+    Token {
+        tenant: String,
+        audience: String,
+        message: String,
+    },
+}
+
+pub struct TenantAuth {
+    tenant: String,
+    tenant_id: String,
+    client_id: String,
+    secret: String,
+    authority: String,
+    http: reqwest::Client,
+    credential: RwLock<Arc<dyn TokenCredential>>,
+}
+
+impl std::fmt::Debug for TenantAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantAuth")
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+pub fn load_secret(tenant: &str, source: &SecretSource) -> Result<String, AuthError> {
+    let err = |message: String| AuthError::Secret {
+        tenant: tenant.to_string(),
+        message,
+    };
+    let value = match source {
+        SecretSource::File(p) => {
+            let p = expand_credentials_dir(p);
+            std::fs::read_to_string(&p).map_err(|e| err(format!("{}: {e}", p.display())))?
+        }
+        SecretSource::Env(v) => {
+            std::env::var(v).map_err(|_| err(format!("environment variable {v} is not set")))?
+        }
+    };
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Err(err("the secret is empty".into()));
+    }
+    Ok(value)
+}
+
+impl TenantAuth {
+    pub fn new(t: &TenantSettings, http: reqwest::Client) -> Result<TenantAuth, AuthError> {
+        let secret = load_secret(&t.name, &t.secret)?;
+        let auth = TenantAuth {
+            tenant: t.name.clone(),
+            tenant_id: t.tenant_id.clone(),
+            client_id: t.client_id.clone(),
+            authority: t.endpoints.authority.clone(),
+            credential: RwLock::new(build(
+                t,
+                &t.endpoints.authority,
+                &t.client_id,
+                &secret,
+                &http,
+            )?),
+            secret,
+            http,
+        };
+        Ok(auth)
+    }
+
+    /// A bearer token for `resource` (e.g. `https://manage.office.com`), cached until near expiry.
+    pub async fn token(&self, resource: &str) -> Result<String, AuthError> {
+        let scope = format!("{}/.default", resource.trim_end_matches('/'));
+        let cred = self
+            .credential
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let t = cred
+            .get_token(&[&scope], None)
+            .await
+            .map_err(|e| AuthError::Token {
+                tenant: self.tenant.clone(),
+                audience: resource.to_string(),
+                message: redact(&e.to_string(), &self.secret),
+            })?;
+        Ok(t.token.secret().to_string())
+    }
+
+    /// Drops every cached token (after a 401), so the next call asks the authority again.
+    pub fn invalidate(&self) {
+        let fresh = build_raw(
+            &self.tenant,
+            &self.tenant_id,
+            &self.authority,
+            &self.client_id,
+            &self.secret,
+            &self.http,
+        );
+        match fresh {
+            Ok(c) => *self.credential.write().unwrap_or_else(|p| p.into_inner()) = c,
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant, error = %e, "could not rebuild credential")
+            }
+        }
+    }
+}
+
+fn build(
+    t: &TenantSettings,
+    authority: &str,
+    client_id: &str,
+    secret: &str,
+    http: &reqwest::Client,
+) -> Result<Arc<dyn TokenCredential>, AuthError> {
+    build_raw(&t.name, &t.tenant_id, authority, client_id, secret, http)
+}
+
+fn build_raw(
+    tenant: &str,
+    tenant_id: &str,
+    authority: &str,
+    client_id: &str,
+    secret: &str,
+    http: &reqwest::Client,
+) -> Result<Arc<dyn TokenCredential>, AuthError> {
+    let mut custom = CustomConfiguration::default();
+    custom.authority_host = authority.to_string();
+    let mut client_options = ClientOptions::default();
+    client_options.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
+    client_options.transport = Some(Transport::new(Arc::new(http.clone())));
+    let options = ClientSecretCredentialOptions { client_options };
+    let cred = ClientSecretCredential::new(
+        tenant_id,
+        client_id.to_string(),
+        Secret::new(secret.to_string()),
+        Some(options),
+    )
+    .map_err(|e| AuthError::Setup {
+        tenant: tenant.to_string(),
+        message: redact(&e.to_string(), secret),
+    })?;
+    Ok(cred)
+}
+
+/// Belt and braces: an error text from a library must never carry the secret.
+pub fn redact(text: &str, secret: &str) -> String {
+    if secret.len() >= 4 {
+        text.replace(secret, "<redacted>")
+    } else {
+        text.to_string()
+    }
+}

@@ -1,0 +1,128 @@
+//! Checks that look at the machine: secret files and variables, CA files, writable directories.
+//! They never print a secret's value.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::validate::{ConfigIssue, SecretSource, Settings, SinkSettings};
+
+#[derive(Debug, Default)]
+pub struct EnvReport {
+    pub errors: Vec<ConfigIssue>,
+    pub warnings: Vec<String>,
+}
+
+/// Expands a leading `$CREDENTIALS_DIRECTORY` (set by systemd's LoadCredential=).
+pub fn expand_credentials_dir(p: &Path) -> PathBuf {
+    let s = p.to_string_lossy();
+    for prefix in ["$CREDENTIALS_DIRECTORY", "${CREDENTIALS_DIRECTORY}", "%d"] {
+        if let Some(rest) = s.strip_prefix(prefix)
+            && let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
+        {
+            return PathBuf::from(format!("{}{}", dir.to_string_lossy(), rest));
+        }
+    }
+    p.to_path_buf()
+}
+
+pub fn check(s: &Settings) -> EnvReport {
+    let mut r = EnvReport::default();
+    let mut err = |path: String, message: String| r.errors.push(ConfigIssue { path, message });
+    let mut warnings = Vec::new();
+    for (i, t) in s.tenants.iter().enumerate() {
+        match &t.secret {
+            SecretSource::File(f) => {
+                let key = format!("tenants[{i}].client_secret_file");
+                let f = expand_credentials_dir(f);
+                match std::fs::metadata(&f) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        err(key, format!("file not found: {}", f.display()))
+                    }
+                    Err(e) => err(key, format!("cannot read {}: {e}", f.display())),
+                    Ok(m) if !m.is_file() => {
+                        err(key, format!("{} is not a regular file", f.display()))
+                    }
+                    Ok(m) => {
+                        if m.permissions().mode() & 0o004 != 0 {
+                            warnings.push(format!(
+                                "{key}: {} is world-readable; restrict it (chmod 600) or use a systemd credential",
+                                f.display()
+                            ));
+                        }
+                        match std::fs::read_to_string(&f) {
+                            Ok(v) if v.trim().is_empty() => {
+                                err(key, format!("{} is empty", f.display()))
+                            }
+                            Ok(_) => {}
+                            Err(e) => err(key, format!("cannot read {}: {e}", f.display())),
+                        }
+                    }
+                }
+            }
+            SecretSource::Env(v) => {
+                if std::env::var(v)
+                    .map(|x| x.trim().is_empty())
+                    .unwrap_or(true)
+                {
+                    err(
+                        format!("tenants[{i}].client_secret_env"),
+                        format!("environment variable {v} is not set or empty"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(ca) = &s.http.ca_file {
+        match std::fs::read(ca) {
+            Err(e) => err(
+                "http.ca_file".into(),
+                format!("cannot read {}: {e}", ca.display()),
+            ),
+            Ok(b)
+                if reqwest::Certificate::from_pem(&b).is_err() || !b.starts_with(b"-----BEGIN") =>
+            {
+                err(
+                    "http.ca_file".into(),
+                    format!("{} is not a PEM certificate", ca.display()),
+                )
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Err(e) = writable_dir(&s.state_dir) {
+        err("state_dir".into(), e);
+    }
+    for (i, sink) in s.sinks.iter().enumerate() {
+        match sink {
+            SinkSettings::File(f) => {
+                if let Err(e) = writable_dir(&f.path) {
+                    err(format!("sinks[{i}].path"), e);
+                }
+            }
+        }
+    }
+    r.warnings = warnings;
+    r
+}
+
+fn writable_dir(p: &Path) -> Result<(), String> {
+    // Walk up to the first existing ancestor: the daemon creates the rest.
+    let mut cur = Some(p);
+    while let Some(c) = cur {
+        if c.exists() {
+            if !c.is_dir() {
+                return Err(format!("{} exists and is not a directory", c.display()));
+            }
+            let probe = c.join(format!(".auditkeeper-probe-{}", std::process::id()));
+            return match std::fs::write(&probe, b"") {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&probe);
+                    Ok(())
+                }
+                Err(e) => Err(format!("{} is not writable: {e}", c.display())),
+            };
+        }
+        cur = c.parent();
+    }
+    Err(format!("{} has no existing parent directory", p.display()))
+}

@@ -1,0 +1,230 @@
+//! Ingest: the only path from a source into the store.
+//!
+//! Sources hold a `StreamHandle`. Through it they read their own position and hand over pages;
+//! the handle runs the one-transaction ingest on a blocking thread, wakes the forwarders, and
+//! closes the spool gate when a limit is reached.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::gate::SpoolGate;
+use crate::config::validate::SpoolSettings;
+use crate::store::{
+    Checkpoint, IngestOutcome, IngestPage, PageRecord, PendingBlob, Store, StoreError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("store task failed: {0}")]
+    Join(String),
+}
+
+/// Shared by every stream and forwarder of one daemon.
+pub struct Pipeline {
+    pub store: Arc<Store>,
+    pub gate: SpoolGate,
+    pub spool: SpoolSettings,
+    /// Bumped after every ingest that spooled records; forwarders wait on it.
+    spooled: watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub id: String,
+    pub tenant: String,
+    pub source: String,
+    pub name: String,
+}
+
+impl StreamKey {
+    pub fn new(tenant: &str, source: &str, name: &str) -> StreamKey {
+        StreamKey {
+            id: format!("{tenant}/{source}/{name}"),
+            tenant: tenant.into(),
+            source: source.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl Pipeline {
+    pub fn new(store: Arc<Store>, spool: SpoolSettings) -> Arc<Pipeline> {
+        Arc::new(Pipeline {
+            store,
+            gate: SpoolGate::default(),
+            spool,
+            spooled: watch::Sender::new(0),
+        })
+    }
+
+    pub fn subscribe_spooled(&self) -> watch::Receiver<u64> {
+        self.spooled.subscribe()
+    }
+
+    /// Registers a stream and returns its handle.
+    pub async fn stream(self: &Arc<Self>, key: StreamKey) -> Result<StreamHandle, PipelineError> {
+        let k = key.clone();
+        self.blocking(move |s| s.register_stream(&k.id, &k.tenant, &k.source, &k.name))
+            .await?;
+        Ok(StreamHandle {
+            pipeline: self.clone(),
+            key,
+        })
+    }
+
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, PipelineError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| PipelineError::Join(e.to_string()))?
+            .map_err(PipelineError::from)
+    }
+
+    /// Closes the gate when the spool is over `max_bytes`; the age limit is checked by maintenance.
+    pub fn check_bytes_limit(&self) {
+        let bytes = self.store.spool_bytes();
+        if bytes > self.spool.max_bytes {
+            self.pause(format!(
+                "spool holds {} bytes, over spool.max_bytes = {}: a sink is not keeping up; polling is paused until it catches up",
+                bytes, self.spool.max_bytes
+            ));
+        }
+    }
+
+    pub fn pause(&self, reason: String) {
+        if self.gate.close(reason.clone()) {
+            tracing::error!(reason = %reason, "POLLING PAUSED: spool limit reached; no record is dropped, but Microsoft's retention clock keeps running");
+            metrics::gauge!("auditkeeper_polling_paused").set(1.0);
+            let _ = self.store.set_flag("polling_paused", Some(&reason));
+        }
+    }
+
+    pub fn resume(&self) {
+        if self.gate.open() {
+            tracing::warn!("polling resumed: spool is back under its limits");
+            metrics::gauge!("auditkeeper_polling_paused").set(0.0);
+            let _ = self.store.set_flag("polling_paused", None);
+        }
+    }
+}
+
+/// A source's view of the pipeline for one stream.
+#[derive(Clone)]
+pub struct StreamHandle {
+    pipeline: Arc<Pipeline>,
+    pub key: StreamKey,
+}
+
+impl StreamHandle {
+    /// Spools a page and applies its checkpoint in one transaction (see `Store::ingest`).
+    pub async fn ingest(
+        &self,
+        body: Vec<u8>,
+        records: Vec<PageRecord>,
+        records_without_id: u64,
+        checkpoint: Checkpoint,
+    ) -> Result<IngestOutcome, PipelineError> {
+        let page = IngestPage {
+            stream: self.key.id.clone(),
+            tenant: self.key.tenant.clone(),
+            source: self.key.source.clone(),
+            name: self.key.name.clone(),
+            body,
+            records,
+            checkpoint,
+        };
+        let ttl = self.pipeline.spool.seen_ttl.as_millis() as i64;
+        let out = self
+            .pipeline
+            .blocking(move |s| s.ingest(&page, ttl, records_without_id))
+            .await?;
+        if out.new_records > 0 {
+            self.pipeline.spooled.send_modify(|v| *v += 1);
+            self.pipeline.check_bytes_limit();
+        }
+        let labels = [("stream", self.key.id.clone())];
+        metrics::counter!("auditkeeper_records_ingested_total", &labels)
+            .increment(out.new_records as u64);
+        metrics::counter!("auditkeeper_records_duplicate_total", &labels)
+            .increment(out.duplicates as u64);
+        Ok(out)
+    }
+
+    pub async fn cursor(&self) -> Result<Option<String>, PipelineError> {
+        let id = self.key.id.clone();
+        self.pipeline.blocking(move |s| s.cursor(&id)).await
+    }
+
+    pub async fn pending_blobs(&self) -> Result<Vec<PendingBlob>, PipelineError> {
+        let id = self.key.id.clone();
+        self.pipeline.blocking(move |s| s.pending_blobs(&id)).await
+    }
+
+    pub async fn blobs_ever_listed(&self) -> Result<i64, PipelineError> {
+        let id = self.key.id.clone();
+        let c = self
+            .pipeline
+            .blocking(move |s| s.ledger_counts(&id))
+            .await?;
+        Ok(c.listed + c.fetched + c.expired)
+    }
+
+    pub async fn set_state(&self, state: &str, detail: Option<String>) {
+        let id = self.key.id.clone();
+        let state = state.to_string();
+        let _ = self
+            .pipeline
+            .blocking(move |s| s.set_stream_state(&id, &state, detail.as_deref()))
+            .await;
+    }
+
+    pub async fn success(&self) {
+        let id = self.key.id.clone();
+        let _ = self
+            .pipeline
+            .blocking(move |s| s.record_stream_success(&id))
+            .await;
+    }
+
+    pub async fn error(&self, message: String) {
+        metrics::counter!("auditkeeper_source_errors_total", "stream" => self.key.id.clone())
+            .increment(1);
+        let id = self.key.id.clone();
+        let _ = self
+            .pipeline
+            .blocking(move |s| s.record_stream_error(&id, &message))
+            .await;
+    }
+
+    pub async fn subscription_started(&self) {
+        let id = self.key.id.clone();
+        let _ = self
+            .pipeline
+            .blocking(move |s| s.record_subscription_started(&id))
+            .await;
+    }
+
+    pub async fn subscription_started_at(&self) -> Option<i64> {
+        let id = self.key.id.clone();
+        let all = self
+            .pipeline
+            .blocking(move |s| s.stream_status())
+            .await
+            .ok()?;
+        all.into_iter()
+            .find(|s| s.stream == id)?
+            .subscription_started_at
+    }
+
+    /// Waits while the spool gate is closed. Returns false on shutdown.
+    pub async fn wait_open(&self, shutdown: &CancellationToken) -> bool {
+        self.pipeline.gate.wait_open(shutdown).await
+    }
+}

@@ -1,0 +1,10 @@
+//! The record path between sources and sinks: ingest (dedupe + spool + cursor in one
+//! transaction), the spool gate that pauses polling when limits are hit, forwarders that move
+//! spooled records to each sink, and the maintenance task that prunes.
+
+pub mod forwarder;
+pub mod gate;
+pub mod ingest;
+pub mod maintenance;
+
+pub use ingest::{Pipeline, PipelineError, StreamHandle, StreamKey};

@@ -1,0 +1,377 @@
+//! HTTP handlers of the simulated Microsoft endpoints, with the documented quirks: AF429 as
+//! HTTP 403, `NextPageUri` pointing at `/api/v1/`, window rules, AF20022/AF20051, a skewed `Date`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+
+use super::tenant::Tenant;
+
+type S = Arc<Tenant>;
+
+pub fn router(tenant: S) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/{ver}/{tenant}/activity/feed/subscriptions/list",
+            get(list_subscriptions),
+        )
+        .route(
+            "/api/{ver}/{tenant}/activity/feed/subscriptions/start",
+            post(start_subscription),
+        )
+        .route(
+            "/api/{ver}/{tenant}/activity/feed/subscriptions/content",
+            get(list_content),
+        )
+        .route(
+            "/api/{ver}/{tenant}/activity/feed/audit/{content_id}",
+            get(fetch_blob),
+        )
+        .layer(middleware::from_fn_with_state(tenant.clone(), faults));
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/_sim/truth", get(truth))
+        .route("/_sim/stats", get(stats))
+        .merge(api)
+        .layer(middleware::from_fn_with_state(tenant.clone(), server_date))
+        .with_state(tenant)
+}
+
+fn af(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The `Date` header follows the simulator's (possibly skewed) clock.
+async fn server_date(State(t): State<S>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let now: std::time::SystemTime = t.now().into();
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+        resp.headers_mut().insert(header::DATE, v);
+    }
+    resp
+}
+
+/// Latency, throttling bursts (AF429 as 403) and 5xx bursts, plus PublisherIdentifier accounting.
+async fn faults(State(t): State<S>, req: Request, next: Next) -> Response {
+    let s = &t.scenario;
+    if !s.latency.is_zero() {
+        tokio::time::sleep(s.latency).await;
+    }
+    let n = t.next_request();
+    let has_publisher = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.to_ascii_lowercase().starts_with("publisheridentifier="))
+    });
+    t.stats_mut(|st| {
+        st.api_requests += 1;
+        if !has_publisher {
+            st.requests_without_publisher += 1;
+        }
+    });
+    if s.throttle_every > 0 && n % s.throttle_every < s.throttle_burst {
+        t.stats_mut(|st| st.throttled += 1);
+        // Microsoft's own troubleshooting page shows this single-quoted body; half the time send it.
+        let body = if n % 2 == 0 {
+            "{'error':{'code':'AF429','message':'Too many requests. Method=GetBlob, PublisherId=00000000-0000-0000-0000-000000000000'}}".to_string()
+        } else {
+            r#"{"error":{"code":"AF429","message":"Too many requests."}}"#.to_string()
+        };
+        let mut r = (StatusCode::FORBIDDEN, body).into_response();
+        if n % 3 == 0 {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        return r;
+    }
+    if s.error_every > 0 && (n + 7) % s.error_every < s.error_burst {
+        t.stats_mut(|st| st.server_errors += 1);
+        return if n % 2 == 0 {
+            af(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "AF50000",
+                "An internal error occurred.",
+            )
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response()
+        };
+    }
+    next.run(req).await
+}
+
+fn check_auth(t: &Tenant, headers: &HeaderMap, tenant: &str) -> Result<(), Response> {
+    let tok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match tok {
+        Some(tok) if t.token_valid(tok) => {}
+        _ => {
+            return Err(af(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Access token is missing, invalid or expired.",
+            ));
+        }
+    }
+    if !tenant.eq_ignore_ascii_case(&t.scenario.tenant_id) {
+        return Err(af(
+            StatusCode::BAD_REQUEST,
+            "AF20010",
+            "The tenant ID in the URL does not match the tenant of the token.",
+        ));
+    }
+    Ok(())
+}
+
+async fn token(State(t): State<S>, Path(tenant): Path<String>, body: String) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let s = &t.scenario;
+    if !tenant.eq_ignore_ascii_case(&s.tenant_id) {
+        return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error":"invalid_request","error_description":format!("AADSTS90002: Tenant '{tenant}' not found.")}))).into_response();
+    }
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials")
+        || !form
+            .get("scope")
+            .is_some_and(|sc| sc.ends_with("/.default"))
+    {
+        return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error":"invalid_request","error_description":"AADSTS900144: The request body must contain grant_type=client_credentials and a /.default scope."}))).into_response();
+    }
+    if form.get("client_id") != Some(&s.client_id)
+        || form.get("client_secret") != Some(&s.client_secret)
+    {
+        return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}))).into_response();
+    }
+    axum::Json(serde_json::json!({
+        "token_type": "Bearer",
+        "expires_in": s.token_lifetime.as_secs(),
+        "ext_expires_in": s.token_lifetime.as_secs(),
+        "access_token": t.issue_token(),
+    }))
+    .into_response()
+}
+
+async fn list_subscriptions(
+    State(t): State<S>,
+    Path((_v, tenant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check_auth(&t, &headers, &tenant) {
+        return r;
+    }
+    let v: Vec<_> = t
+        .subscriptions()
+        .into_iter()
+        .map(|(ct, s)| serde_json::json!({"contentType": t.scenario.content_types[ct], "status": if s.enabled {"enabled"} else {"disabled"}, "webhook": null}))
+        .collect();
+    axum::Json(v).into_response()
+}
+
+async fn start_subscription(
+    State(t): State<S>,
+    Path((_v, tenant)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check_auth(&t, &headers, &tenant) {
+        return r;
+    }
+    let Some(ct) = q.get("contentType").and_then(|c| t.ct_index(c)) else {
+        return af(
+            StatusCode::BAD_REQUEST,
+            "AF20020",
+            "The specified content type is not valid.",
+        );
+    };
+    t.start_subscription(ct);
+    axum::Json(serde_json::json!({"contentType": t.scenario.content_types[ct], "status": "enabled", "webhook": null})).into_response()
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    for f in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(n.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+}
+
+async fn list_content(
+    State(t): State<S>,
+    Path((_v, tenant)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check_auth(&t, &headers, &tenant) {
+        return r;
+    }
+    t.stats_mut(|s| s.list_requests += 1);
+    let Some(ct) = q.get("contentType").and_then(|c| t.ct_index(c)) else {
+        return af(
+            StatusCode::BAD_REQUEST,
+            "AF20020",
+            "The specified content type is not valid.",
+        );
+    };
+    match t.subscription(ct) {
+        None => {
+            return af(
+                StatusCode::BAD_REQUEST,
+                "AF20022",
+                "No subscription found for the specified content type.",
+            );
+        }
+        Some(s) if !s.enabled => {
+            return af(
+                StatusCode::BAD_REQUEST,
+                "AF20023",
+                "The subscription was disabled by an administrator.",
+            );
+        }
+        Some(_) => {}
+    }
+    let now = t.now();
+    let (start, end) = match (q.get("startTime"), q.get("endTime")) {
+        (None, None) => (now - chrono::Duration::hours(24), now),
+        (Some(a), Some(b)) => match (parse_time(a), parse_time(b)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => {
+                return af(
+                    StatusCode::BAD_REQUEST,
+                    "AF20002",
+                    "startTime or endTime has an invalid format.",
+                );
+            }
+        },
+        _ => {
+            return af(
+                StatusCode::BAD_REQUEST,
+                "AF20001",
+                "Both startTime and endTime must be specified, or neither.",
+            );
+        }
+    };
+    if start >= end {
+        return af(
+            StatusCode::BAD_REQUEST,
+            "AF20055",
+            "Start time must be before end time.",
+        );
+    }
+    if end - start > chrono::Duration::hours(24) || start < now - chrono::Duration::days(7) {
+        return af(
+            StatusCode::BAD_REQUEST,
+            "AF20055",
+            "Start time and end time must both be specified (or both omitted) and they must be more than 24 hours apart or less than 7 days in the past.",
+        );
+    }
+    let all = t.listable(ct, start, end);
+    let offset: usize = match q
+        .get("nextPage")
+        .map(|p| p.strip_prefix("p").and_then(|n| n.parse().ok()))
+    {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => return af(StatusCode::BAD_REQUEST, "AF20031", "Invalid nextPage."),
+    };
+    let page = t.scenario.page_size.max(1);
+    // HTTP/2 carries the authority in the URI, HTTP/1.1 in Host.
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let items: Vec<_> = all
+        .iter()
+        .skip(offset)
+        .take(page)
+        .map(|b| {
+            serde_json::json!({
+                "contentType": t.scenario.content_types[ct],
+                "contentId": b.content_id,
+                "contentUri": format!("https://{host}/api/v1.0/{}/activity/feed/audit/{}", t.scenario.tenant_id, b.content_id),
+                "contentCreated": b.created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                "contentExpiration": (b.created + chrono::Duration::days(7)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            })
+        })
+        .collect();
+    let mut resp = axum::Json(items).into_response();
+    if offset + page < all.len() {
+        // The documented sample points next pages at /api/v1/, not /api/v1.0/.
+        let mut u = url::Url::parse(&format!(
+            "https://{host}/api/v1/{}/activity/feed/subscriptions/content",
+            t.scenario.tenant_id
+        ))
+        .expect("url");
+        {
+            let mut qp = u.query_pairs_mut();
+            for k in ["contentType", "startTime", "endTime", "PublisherIdentifier"] {
+                if let Some(v) = q.get(k) {
+                    qp.append_pair(k, v);
+                }
+            }
+            qp.append_pair("nextPage", &format!("p{}", offset + page));
+        }
+        if let Ok(v) = HeaderValue::from_str(u.as_str()) {
+            resp.headers_mut().insert("NextPageUri", v);
+        }
+    }
+    resp
+}
+
+async fn fetch_blob(
+    State(t): State<S>,
+    Path((_v, tenant, content_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check_auth(&t, &headers, &tenant) {
+        return r;
+    }
+    t.stats_mut(|s| s.blob_fetches += 1);
+    let Some(b) = t.find_blob(&content_id) else {
+        return af(
+            StatusCode::BAD_REQUEST,
+            "AF20050",
+            "The specified content does not exist.",
+        );
+    };
+    if b.expired || t.now() > b.created + chrono::Duration::days(7) {
+        return af(
+            StatusCode::BAD_REQUEST,
+            "AF20051",
+            "Content requested with the key has already expired. Content older than 7 days cannot be retrieved.",
+        );
+    }
+    let body = t.blob_body(&b);
+    t.note_fetch(&content_id);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Body::from(body))
+        .expect("response")
+}
+
+async fn truth(State(t): State<S>) -> Response {
+    axum::Json(t.truth()).into_response()
+}
+
+async fn stats(State(t): State<S>) -> Response {
+    axum::Json(t.stats()).into_response()
+}

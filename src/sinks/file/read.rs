@@ -1,0 +1,49 @@
+//! Reading a file sink's output back (plain and gzip files): used by `demo`, tests and the benchmark.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Every line under `root`, file by file in name order.
+pub fn read_lines(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut files = Vec::new();
+    collect(root, &mut files)?;
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.to_string_lossy().to_string();
+        let file = std::fs::File::open(&f)?;
+        let reader: Box<dyn Read> = if name.ends_with(".jsonl.gz") {
+            Box::new(flate2::read::GzDecoder::new(file))
+        } else if name.ends_with(".jsonl") {
+            Box::new(file)
+        } else {
+            continue;
+        };
+        for line in BufReader::new(reader).lines() {
+            out.push(line?);
+        }
+    }
+    Ok(out)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            collect(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The `Id` of a delivered line (plain record or envelope).
+pub fn record_id(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let rec = v.get("record").unwrap_or(&v);
+    rec.get("Id").and_then(|i| i.as_str()).map(str::to_string)
+}

@@ -1,0 +1,7 @@
+//! Sources: one folder per Microsoft API. A source reads its position through its
+//! `StreamHandle`, polls the API, and hands pages with their checkpoints to ingest. It never
+//! writes to the store itself.
+
+pub mod clock;
+pub mod management;
+pub mod record;

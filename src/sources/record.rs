@@ -1,0 +1,129 @@
+//! Splitting a JSON array response into raw records, and reading the few fields the collector
+//! needs (id, event time) without re-serialising anything.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::store::PageRecord;
+
+#[derive(Debug, thiserror::Error)]
+#[error("response is not a JSON array of records: {0}")]
+pub struct ParseError(String);
+
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "Id", borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "CreationTime", borrow, default)]
+    creation_time: Option<Cow<'a, str>>,
+}
+
+/// Parsed records of a Management Activity content blob; `raw` ranges point into `body`.
+pub struct ParsedBlob {
+    pub records: Vec<PageRecord>,
+    pub without_id: u64,
+}
+
+/// Splits a content blob (a JSON array) into its records, keyed by the record `Id`.
+///
+/// The dedupe key is derived from `Id` and never from the raw text: Microsoft re-delivers the
+/// same record with a different key order.
+pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
+    let items: Vec<&RawValue> =
+        serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
+    let base = body.as_ptr() as usize;
+    let mut records = Vec::with_capacity(items.len());
+    let mut without_id = 0;
+    for item in items {
+        let text = item.get();
+        let start = text.as_ptr() as usize - base;
+        let raw = start..start + text.len();
+        let head: Head<'_> = serde_json::from_str(text).unwrap_or(Head {
+            id: None,
+            creation_time: None,
+        });
+        let event_time_ms = head
+            .creation_time
+            .as_deref()
+            .and_then(parse_time_ms)
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let (key, id) = match head.id {
+            Some(id) if !id.is_empty() => (key_for_id(&id), id.into_owned()),
+            _ => {
+                // No Id: fall back to the content hash so the record is still delivered once.
+                without_id += 1;
+                let k = hash16(&[b"raw", text.as_bytes()]);
+                (k, hex::encode(k))
+            }
+        };
+        records.push(PageRecord {
+            key,
+            id,
+            event_time_ms,
+            raw,
+        });
+    }
+    Ok(ParsedBlob {
+        records,
+        without_id,
+    })
+}
+
+/// A GUID id is its own 16-byte key; anything else is hashed to 16 bytes.
+pub fn key_for_id(id: &str) -> [u8; 16] {
+    match uuid::Uuid::try_parse(id) {
+        Ok(u) => *u.as_bytes(),
+        Err(_) => hash16(&[b"id", id.as_bytes()]),
+    }
+}
+
+pub fn hash16(parts: &[&[u8]]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    k
+}
+
+/// Parses Microsoft timestamps: `2015-06-29T20:03:19` (naive UTC), with optional fraction and `Z`/offset.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|n| n.and_utc().timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_ranges_are_exact_and_keys_ignore_key_order() {
+        let body = br#"[ {"Id":"5d1c7e4a-0000-4000-8000-000000000001","CreationTime":"2026-09-29T07:43:02","A":1},
+            {"A":1, "CreationTime":"2026-09-29T07:43:02", "Id":"5d1c7e4a-0000-4000-8000-000000000001"}, {"x":2} ]"#;
+        let p = parse_management_blob(body).unwrap();
+        assert_eq!(p.records.len(), 3);
+        assert_eq!(
+            &body[p.records[0].raw.clone()],
+            br#"{"Id":"5d1c7e4a-0000-4000-8000-000000000001","CreationTime":"2026-09-29T07:43:02","A":1}"#
+        );
+        assert_eq!(p.records[0].key, p.records[1].key);
+        assert_eq!(p.records[0].event_time_ms, 1_759_131_782_000);
+        assert_eq!(p.without_id, 1);
+        assert_eq!(&body[p.records[2].raw.clone()], br#"{"x":2}"#);
+    }
+
+    #[test]
+    fn not_an_array_is_an_error() {
+        assert!(parse_management_blob(b"{\"error\":1}").is_err());
+    }
+}

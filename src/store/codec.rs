@@ -1,0 +1,89 @@
+//! Binary framing of the records inside one spool row.
+//!
+//! A spool row holds every new record of one ingested page, so the per-row cost of SQLite is
+//! paid once per page rather than once per record. Each record is framed as
+//! `u32 id_len | id | i64 event_time_ms | u32 raw_len | raw`, little-endian. `raw` is the record's
+//! JSON exactly as Microsoft sent it; nothing here re-serialises it.
+
+use std::ops::Range;
+
+/// One record decoded from a spool row; the byte ranges point into the row's data.
+#[derive(Debug, Clone)]
+pub struct FramedRecord {
+    pub id: Range<usize>,
+    pub event_time_ms: i64,
+    pub raw: Range<usize>,
+}
+
+pub fn encode_into(buf: &mut Vec<u8>, id: &str, event_time_ms: i64, raw: &[u8]) {
+    buf.extend_from_slice(&(id.len() as u32).to_le_bytes());
+    buf.extend_from_slice(id.as_bytes());
+    buf.extend_from_slice(&event_time_ms.to_le_bytes());
+    buf.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    buf.extend_from_slice(raw);
+}
+
+/// Decodes every record frame; an error names the offset where the framing broke.
+pub fn decode(data: &[u8]) -> Result<Vec<FramedRecord>, String> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let id_len = read_u32(data, &mut pos)? as usize;
+        let id = take(data, &mut pos, id_len)?;
+        let t = read_i64(data, &mut pos)?;
+        let raw_len = read_u32(data, &mut pos)? as usize;
+        let raw = take(data, &mut pos, raw_len)?;
+        out.push(FramedRecord {
+            id,
+            event_time_ms: t,
+            raw,
+        });
+    }
+    Ok(out)
+}
+
+fn take(data: &[u8], pos: &mut usize, n: usize) -> Result<Range<usize>, String> {
+    let end = pos
+        .checked_add(n)
+        .filter(|e| *e <= data.len())
+        .ok_or_else(|| format!("frame overruns row at byte {pos}"))?;
+    let r = *pos..end;
+    *pos = end;
+    Ok(r)
+}
+
+fn read_u32(data: &[u8], pos: &mut usize) -> Result<u32, String> {
+    let r = take(data, pos, 4)?;
+    Ok(u32::from_le_bytes(data[r].try_into().expect("4 bytes")))
+}
+
+fn read_i64(data: &[u8], pos: &mut usize) -> Result<i64, String> {
+    let r = take(data, pos, 8)?;
+    Ok(i64::from_le_bytes(data[r].try_into().expect("8 bytes")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_bytes_exact() {
+        let mut buf = Vec::new();
+        encode_into(&mut buf, "a", 5, br#"{"Id":"a", "x" : 1}"#);
+        encode_into(&mut buf, "", -1, b"[]");
+        let recs = decode(&buf).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(&buf[recs[0].raw.clone()], br#"{"Id":"a", "x" : 1}"#);
+        assert_eq!(&buf[recs[0].id.clone()], b"a");
+        assert_eq!(recs[1].event_time_ms, -1);
+        assert_eq!(&buf[recs[1].raw.clone()], b"[]");
+    }
+
+    #[test]
+    fn truncated_row_is_an_error() {
+        let mut buf = Vec::new();
+        encode_into(&mut buf, "abc", 5, b"{}");
+        buf.pop();
+        assert!(decode(&buf).is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Invariant: a database whose version is above `MIGRATIONS.len()` was written by a newer build
+//! and is refused untouched; older versions are upgraded in one transaction each.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{Result, StoreError, sqlerr};
+
+const MIGRATIONS: &[&str] = &[
+    // v1: the collector core.
+    r#"
+    CREATE TABLE streams (
+        stream TEXT PRIMARY KEY,          -- "tenant/source/name"
+        tenant TEXT NOT NULL,
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        cursor TEXT,                      -- source-specific position, e.g. a listing watermark
+        cursor_updated_at INTEGER,
+        state TEXT NOT NULL DEFAULT 'starting',
+        state_detail TEXT,
+        last_success_at INTEGER,
+        last_error TEXT,
+        last_error_at INTEGER,
+        subscription_started_at INTEGER,
+        records_total INTEGER NOT NULL DEFAULT 0,
+        duplicates_total INTEGER NOT NULL DEFAULT 0,
+        records_without_id INTEGER NOT NULL DEFAULT 0,
+        blobs_expired INTEGER NOT NULL DEFAULT 0
+    );
+    -- Blob ledger of the Management Activity API: every contentId ever listed.
+    CREATE TABLE blobs (
+        content_id TEXT PRIMARY KEY,
+        stream TEXT NOT NULL,
+        content_uri TEXT NOT NULL,
+        content_created TEXT NOT NULL,
+        content_expiration_ms INTEGER,
+        state TEXT NOT NULL DEFAULT 'listed',   -- listed | fetched | expired
+        record_count INTEGER,
+        detail TEXT,
+        listed_at INTEGER NOT NULL,
+        done_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX blobs_pending ON blobs(stream, state);
+    -- Dedupe keys: 16 bytes (a record GUID, or a truncated SHA-256 of a non-GUID key).
+    CREATE TABLE seen (
+        key BLOB PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- The spool: one row per ingested page, holding every new record of that page.
+    CREATE TABLE spool (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        collected_at INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    -- Per-sink delivery position: the next record to send is (seq, idx).
+    CREATE TABLE sink_offsets (
+        sink TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        delivered_total INTEGER NOT NULL DEFAULT 0,
+        last_success_at INTEGER,
+        last_error TEXT,
+        last_error_at INTEGER
+    );
+    -- Daemon-wide flags shown by status, e.g. why polling is paused.
+    CREATE TABLE flags (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    "#,
+];
+
+pub fn known_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+pub fn apply(conn: &Connection, path: &Path) -> Result<()> {
+    let current = check_readable(conn, path)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i64 + 1;
+        let r = (|| {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()
+        })();
+        r.map_err(|e| sqlerr(path, e))?;
+        tracing::info!(db = %path.display(), version, "applied schema migration");
+    }
+    Ok(())
+}
+
+/// Returns the schema version, refusing a database from a newer build.
+pub fn check_readable(conn: &Connection, path: &Path) -> Result<i64> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| sqlerr(path, e))?;
+    if found > known_version() {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            known: known_version(),
+        });
+    }
+    Ok(found)
+}

@@ -1,0 +1,173 @@
+//! The SQLite store: the only module that writes SQL.
+//!
+//! It owns the schema (see `migrations`), the single writer connection, and every query the
+//! daemon and `status` need. Everything durable lives here: stream cursors, the blob ledger,
+//! dedupe keys, the spool of undelivered records and each sink's delivery offset.
+//!
+//! Concurrency model: one writer connection behind a mutex (SQLite allows one writer at a time
+//! anyway) and short-lived reader connections, which WAL mode lets run beside the writer.
+
+mod blobs;
+pub mod codec;
+mod ingest;
+mod migrations;
+mod prune;
+mod spool;
+mod streams;
+
+pub use blobs::{BlobListing, LedgerCounts, PendingBlob};
+pub use ingest::{Checkpoint, IngestOutcome, IngestPage, PageRecord};
+pub use spool::{SinkBacklog, SpoolRow, SpoolSize};
+pub use streams::{StreamCounters, StreamStatus};
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::{Connection, OpenFlags};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite error on {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} was written by a newer auditkeeper (schema version {found}, this build knows up to {known}); refusing to open it so it is not altered. Run the newer version or restore a backup."
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt spool row {seq}: {reason}")]
+    CorruptSpool { seq: i64, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// File name of the database inside the state directory.
+pub const DB_FILE: &str = "auditkeeper.sqlite3";
+
+pub struct Store {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    /// Bytes held in the spool, kept in memory so the ingest path checks the limit without a query.
+    spool_bytes: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `state_dir` and applies pending migrations.
+    pub fn open(state_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|e| sqlerr(&path, e))?;
+        configure(&conn, &path, true)?;
+        migrations::apply(&conn, &path)?;
+        let store = Store {
+            writer: Mutex::new(conn),
+            spool_bytes: AtomicU64::new(0),
+            path,
+        };
+        let size = store.spool_size()?;
+        store.spool_bytes.store(size.bytes, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    /// Opens the database read-only for `status`; safe while the daemon runs thanks to WAL.
+    pub fn open_read_only(state_dir: &Path) -> Result<ReadOnlyStore> {
+        let path = state_dir.join(DB_FILE);
+        let conn = open_reader(&path)?;
+        migrations::check_readable(&conn, &path)?;
+        Ok(ReadOnlyStore { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fresh reader connection, for a forwarder or a source that reads its own state.
+    pub fn reader(&self) -> Result<Connection> {
+        open_reader(&self.path)
+    }
+
+    pub fn spool_bytes(&self) -> u64 {
+        self.spool_bytes.load(Ordering::Relaxed)
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| sqlerr(&self.path, e))
+    }
+}
+
+/// Read-only view used by `auditkeeper status`.
+pub struct ReadOnlyStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl ReadOnlyStore {
+    pub fn streams(&self) -> Result<Vec<StreamStatus>> {
+        streams::all(&self.conn).map_err(|e| sqlerr(&self.path, e))
+    }
+    pub fn backlogs(&self) -> Result<Vec<SinkBacklog>> {
+        spool::backlogs(&self.conn).map_err(|e| sqlerr(&self.path, e))
+    }
+    pub fn spool_size(&self) -> Result<SpoolSize> {
+        spool::size(&self.conn).map_err(|e| sqlerr(&self.path, e))
+    }
+    pub fn flag(&self, key: &str) -> Result<Option<String>> {
+        streams::get_flag(&self.conn, key).map_err(|e| sqlerr(&self.path, e))
+    }
+}
+
+fn sqlerr(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sqlerr(path, e))?;
+    configure(&conn, path, false)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, path: &Path, writer: bool) -> Result<()> {
+    let r = (|| {
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        if writer {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            // NORMAL in WAL mode never corrupts; a power cut may roll back the last transactions,
+            // and then cursor, spool and offsets roll back together, so records are replayed, not lost.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+        }
+        // 16 MiB of page cache per connection keeps RSS bounded whatever the backlog.
+        conn.pragma_update(None, "cache_size", -16384i64)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        Ok(())
+    })();
+    r.map_err(|e| sqlerr(path, e))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

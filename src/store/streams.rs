@@ -1,0 +1,153 @@
+//! Per-stream status rows (state, last success and error, counters) and daemon-wide flags.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::blobs::{LedgerCounts, ledger_counts};
+use super::{Result, Store, now_ms};
+
+#[derive(Debug, Clone, Default)]
+pub struct StreamCounters {
+    pub records_total: i64,
+    pub duplicates_total: i64,
+    pub records_without_id: i64,
+    pub blobs_expired: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StreamStatus {
+    pub stream: String,
+    pub tenant: String,
+    pub source: String,
+    pub name: String,
+    pub cursor: Option<String>,
+    pub cursor_updated_at: Option<i64>,
+    pub state: String,
+    pub state_detail: Option<String>,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    pub subscription_started_at: Option<i64>,
+    pub counters: StreamCounters,
+    pub ledger: LedgerCounts,
+}
+
+impl Store {
+    /// Registers a stream so its counters and status have a row; idempotent.
+    pub fn register_stream(
+        &self,
+        stream: &str,
+        tenant: &str,
+        source: &str,
+        name: &str,
+    ) -> Result<()> {
+        self.with_writer(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO streams(stream, tenant, source, name) VALUES (?1, ?2, ?3, ?4)",
+                params![stream, tenant, source, name],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn set_stream_state(&self, stream: &str, state: &str, detail: Option<&str>) -> Result<()> {
+        self.with_writer(|c| {
+            c.execute(
+                "UPDATE streams SET state = ?2, state_detail = ?3 WHERE stream = ?1",
+                params![stream, state, detail],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn record_stream_success(&self, stream: &str) -> Result<()> {
+        self.with_writer(|c| {
+            c.execute(
+                "UPDATE streams SET last_success_at = ?2 WHERE stream = ?1",
+                params![stream, now_ms()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn record_stream_error(&self, stream: &str, error: &str) -> Result<()> {
+        self.with_writer(|c| {
+            c.execute(
+                "UPDATE streams SET last_error = ?2, last_error_at = ?3 WHERE stream = ?1",
+                params![stream, error, now_ms()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn record_subscription_started(&self, stream: &str) -> Result<()> {
+        self.with_writer(|c| {
+            c.execute(
+                "UPDATE streams SET subscription_started_at = ?2 WHERE stream = ?1",
+                params![stream, now_ms()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn stream_status(&self) -> Result<Vec<StreamStatus>> {
+        self.with_writer(|c| all(c))
+    }
+
+    pub fn set_flag(&self, key: &str, value: Option<&str>) -> Result<()> {
+        self.with_writer(|c| {
+            match value {
+                Some(v) => c.execute(
+                    "INSERT INTO flags(key, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    params![key, v, now_ms()],
+                )?,
+                None => c.execute("DELETE FROM flags WHERE key = ?1", [key])?,
+            };
+            Ok(())
+        })
+    }
+}
+
+pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
+    let mut stmt = c.prepare(
+        "SELECT stream, tenant, source, name, cursor, cursor_updated_at, state, state_detail, last_success_at,
+                last_error, last_error_at, subscription_started_at, records_total, duplicates_total,
+                records_without_id, blobs_expired
+         FROM streams ORDER BY stream",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(StreamStatus {
+            stream: r.get(0)?,
+            tenant: r.get(1)?,
+            source: r.get(2)?,
+            name: r.get(3)?,
+            cursor: r.get(4)?,
+            cursor_updated_at: r.get(5)?,
+            state: r.get(6)?,
+            state_detail: r.get(7)?,
+            last_success_at: r.get(8)?,
+            last_error: r.get(9)?,
+            last_error_at: r.get(10)?,
+            subscription_started_at: r.get(11)?,
+            counters: StreamCounters {
+                records_total: r.get(12)?,
+                duplicates_total: r.get(13)?,
+                records_without_id: r.get(14)?,
+                blobs_expired: r.get(15)?,
+            },
+            ledger: LedgerCounts::default(),
+        })
+    })?;
+    let mut out: Vec<StreamStatus> = rows.collect::<rusqlite::Result<_>>()?;
+    for s in &mut out {
+        s.ledger = ledger_counts(c, &s.stream)?;
+    }
+    Ok(out)
+}
+
+pub(super) fn get_flag(c: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    c.query_row("SELECT value FROM flags WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
+}
