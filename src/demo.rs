@@ -8,11 +8,22 @@ use std::time::{Duration, Instant};
 
 use crate::simulator::{Scenario, Simulator};
 
+/// Extra TOML lines for the config `write_config` produces (tests tune these).
+#[derive(Debug, Default, Clone)]
+pub struct ConfigExtras {
+    /// Lines appended to `[tenants.management_activity]`.
+    pub management: String,
+    /// Lines appended to the file sink's `[[sinks]]` table.
+    pub sink: String,
+    /// Lines appended to `[spool]`.
+    pub spool: String,
+}
+
 /// Writes a config that points every endpoint at the simulator.
 pub fn write_config(
     dir: &Path,
     sim: &Simulator,
-    extra_tenant: &str,
+    extras: &ConfigExtras,
 ) -> std::io::Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let secret = dir.join("client-secret");
@@ -30,6 +41,9 @@ ca_file = "{ca}"
 [log]
 level = "warn"
 
+[spool]
+{spool}
+
 [[tenants]]
 name = "contoso"
 tenant_id = "{tenant_id}"
@@ -42,15 +56,15 @@ management = "{base}"
 
 [tenants.management_activity]
 content_types = [{cts}]
-poll_interval = "2s"
+poll_interval = "1s"
 overlap = "1h"
-fetch_concurrency = 8
-{extra_tenant}
+{management}
 
 [[sinks]]
 type = "file"
 name = "archive"
 path = "{records}"
+{sink}
 "#,
         state = dir.join("state").display(),
         ca = sim.ca_file.display(),
@@ -65,6 +79,9 @@ path = "{records}"
             .collect::<Vec<_>>()
             .join(", "),
         records = dir.join("records").display(),
+        management = extras.management,
+        sink = extras.sink,
+        spool = extras.spool,
     );
     let path = dir.join("auditkeeper.toml");
     std::fs::write(&path, text)?;
@@ -131,7 +148,7 @@ async fn run_inner(out: &Path, records: u64) -> Result<bool, Box<dyn std::error:
     println!(
         "demo: quirks on: paging, AF429-as-403 throttling, 5xx, duplicate Ids, late blobs, expired blobs, disabled subscriptions"
     );
-    let cfg = write_config(out, &sim, "")?;
+    let cfg = write_config(out, &sim, &ConfigExtras::default())?;
     let (settings, _) = crate::config::load_settings(&cfg)?;
     let daemon = crate::daemon::Daemon::start(&settings).await?;
     let started = Instant::now();

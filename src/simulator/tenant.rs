@@ -51,6 +51,8 @@ pub struct Truth {
     pub expired_blobs: u64,
     /// Records served including re-deliveries of the same Id.
     pub records_served: u64,
+    /// Of those, records in blobs that can be fetched (not expired).
+    pub records_in_fetchable_blobs: u64,
     pub blobs: u64,
 }
 
@@ -383,10 +385,11 @@ impl Tenant {
                 let id = record_id(self.scenario.seed, b.ct, oseq, oidx);
                 t.records_served += 1;
                 if b.expired {
-                    lost.insert(id)
+                    lost.insert(id);
                 } else {
-                    ok.insert(id)
-                };
+                    t.records_in_fetchable_blobs += 1;
+                    ok.insert(id);
+                }
             }
         }
         t.expired_only_ids = lost.difference(&ok).cloned().collect();

@@ -23,9 +23,15 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn new(settings: FileSinkSettings) -> std::io::Result<FileSink> {
-        std::fs::create_dir_all(&settings.path)?;
-        // Files left open by an earlier run from previous days are closed: compress them now.
-        compress::sweep_stale(&settings.path, chrono::Utc::now().date_naive());
+        // A directory that is unusable right now is not fatal: polling goes on, records wait in
+        // the spool, and every send retries until the directory is back.
+        match std::fs::create_dir_all(&settings.path) {
+            // Files left open by an earlier run from previous days are closed: compress them now.
+            Ok(()) => compress::sweep_stale(&settings.path, chrono::Utc::now().date_naive()),
+            Err(e) => {
+                tracing::error!(path = %settings.path.display(), error = %e, "file sink directory unusable; records will wait in the spool")
+            }
+        }
         Ok(FileSink {
             settings,
             files: HashMap::new(),

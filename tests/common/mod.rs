@@ -1,0 +1,157 @@
+//! Shared test harness: a simulated tenant on 127.0.0.1, a config pointing at it, and helpers
+//! that read what the file sink delivered and compare it with the simulator's ground truth.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use auditkeeper::config::Settings;
+use auditkeeper::demo::{ConfigExtras, delivered_ids, write_config};
+use auditkeeper::simulator::{Scenario, Simulator};
+use auditkeeper::store::Store;
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub sim: Simulator,
+    pub config: PathBuf,
+}
+
+impl Harness {
+    pub async fn new(scenario: Scenario, extras: ConfigExtras) -> Harness {
+        if std::env::var_os("AK_DEBUG").is_some() {
+            auditkeeper::telemetry::init_logging("text", "info");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = Simulator::start(
+            scenario,
+            "127.0.0.1:0".parse().unwrap(),
+            &dir.path().join("ca.pem"),
+        )
+        .await
+        .expect("simulator");
+        let config = write_config(dir.path(), &sim, &extras).expect("config");
+        Harness { dir, sim, config }
+    }
+
+    pub fn settings(&self) -> Settings {
+        auditkeeper::config::load_settings(&self.config)
+            .expect("valid config")
+            .0
+    }
+
+    pub fn records_dir(&self) -> PathBuf {
+        self.dir.path().join("records")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn delivered(&self) -> HashMap<String, u32> {
+        delivered_ids(&self.records_dir()).expect("read sink output")
+    }
+
+    /// Waits until every ground-truth Id has been delivered (or panics after `timeout`).
+    pub async fn wait_complete(&self, timeout: Duration) -> HashMap<String, u32> {
+        let start = Instant::now();
+        loop {
+            let truth = self.sim.tenant.truth();
+            let got = self.delivered();
+            let missing = truth.ids.iter().filter(|i| !got.contains_key(*i)).count();
+            if missing == 0 {
+                return got;
+            }
+            if start.elapsed() > timeout {
+                let status = auditkeeper::status::render(&self.state_dir()).unwrap_or_default();
+                if std::env::var_os("AK_DEBUG").is_some() {
+                    let m = truth.ids.iter().find(|i| !got.contains_key(*i)).unwrap();
+                    let out = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(format!(
+                            "grep -rh {m} {} | head -c 600; echo; grep -rh {m} {} | wc -c",
+                            self.dir.path().display(),
+                            self.dir.path().display()
+                        ))
+                        .arg(self.dir.path())
+                        .output()
+                        .unwrap();
+                    eprintln!(
+                        "missing {m} found in: {}",
+                        String::from_utf8_lossy(&out.stdout)
+                    );
+                    let _ = std::process::Command::new("cp")
+                        .arg("-r")
+                        .arg(self.dir.path())
+                        .arg("/tmp/akdebug")
+                        .status();
+                    let out = std::process::Command::new("find")
+                        .arg(self.dir.path())
+                        .output()
+                        .unwrap();
+                    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+                    let extra: Vec<_> = got
+                        .keys()
+                        .filter(|k| !truth.ids.contains(k))
+                        .take(3)
+                        .collect();
+                    eprintln!("extra: {extra:?} of {}", got.len());
+                }
+                panic!(
+                    "{missing} of {} records still missing after {timeout:?}\n{status}",
+                    truth.ids.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until the sink holds at least `n` lines.
+    pub async fn wait_lines(&self, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        while count_lines(&self.records_dir()) < n {
+            assert!(
+                start.elapsed() < timeout,
+                "fewer than {n} records delivered after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sum of a per-stream counter read from the store.
+    pub fn stream_sum(&self, f: impl Fn(&auditkeeper::store::StreamStatus) -> i64) -> i64 {
+        Store::open_read_only(&self.state_dir())
+            .and_then(|s| s.streams())
+            .map(|v| v.iter().map(f).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Asserts exactly-once delivery of the ground truth: every Id once, nothing unknown.
+pub fn assert_exactly_once(truth_ids: &[String], got: &HashMap<String, u32>) {
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} records delivered more than once, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+    let truth: std::collections::HashSet<&String> = truth_ids.iter().collect();
+    let unknown: Vec<_> = got.keys().filter(|k| !truth.contains(k)).collect();
+    assert!(
+        unknown.is_empty(),
+        "{} delivered ids are not in the ground truth",
+        unknown.len()
+    );
+    assert_eq!(
+        got.len(),
+        truth_ids.len(),
+        "delivered count differs from ground truth"
+    );
+}
+
+pub fn count_lines(dir: &Path) -> usize {
+    auditkeeper::sinks::file::read::read_lines(dir)
+        .map(|v| v.len())
+        .unwrap_or(0)
+}
