@@ -27,11 +27,24 @@ pub enum AuthError {
     },
 }
 
+impl AuthError {
+    /// The authority answered and refused (AADSTS error), as opposed to being unreachable.
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            AuthError::Token { message, .. } => {
+                message.contains("AADSTS") || message.contains("invalid_client")
+            }
+            _ => true,
+        }
+    }
+}
+
 pub struct TenantAuth {
     tenant: String,
     tenant_id: String,
     client_id: String,
-    secret: String,
+    source: SecretSource,
+    secret: RwLock<String>,
     authority: String,
     http: reqwest::Client,
     credential: RwLock<Arc<dyn TokenCredential>>,
@@ -71,22 +84,31 @@ pub fn load_secret(tenant: &str, source: &SecretSource) -> Result<String, AuthEr
 impl TenantAuth {
     pub fn new(t: &TenantSettings, http: reqwest::Client) -> Result<TenantAuth, AuthError> {
         let secret = load_secret(&t.name, &t.secret)?;
-        let auth = TenantAuth {
+        let credential = build_raw(
+            &t.name,
+            &t.tenant_id,
+            &t.endpoints.authority,
+            &t.client_id,
+            &secret,
+            &http,
+        )?;
+        Ok(TenantAuth {
             tenant: t.name.clone(),
             tenant_id: t.tenant_id.clone(),
             client_id: t.client_id.clone(),
+            source: t.secret.clone(),
             authority: t.endpoints.authority.clone(),
-            credential: RwLock::new(build(
-                t,
-                &t.endpoints.authority,
-                &t.client_id,
-                &secret,
-                &http,
-            )?),
-            secret,
+            credential: RwLock::new(credential),
+            secret: RwLock::new(secret),
             http,
-        };
-        Ok(auth)
+        })
+    }
+
+    fn secret(&self) -> String {
+        self.secret
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A bearer token for `resource` (e.g. `https://manage.office.com`), cached until near expiry.
@@ -103,19 +125,26 @@ impl TenantAuth {
             .map_err(|e| AuthError::Token {
                 tenant: self.tenant.clone(),
                 audience: resource.to_string(),
-                message: redact(&e.to_string(), &self.secret),
+                message: redact(&crate::http::error_chain(&e), &self.secret()),
             })?;
         Ok(t.token.secret().to_string())
     }
 
-    /// Drops every cached token (after a 401), so the next call asks the authority again.
+    /// Drops every cached token (after a 401 or a refused token request) and re-reads the
+    /// secret, so a rotated systemd credential is picked up without a restart.
     pub fn invalidate(&self) {
+        match load_secret(&self.tenant, &self.source) {
+            Ok(s) => *self.secret.write().unwrap_or_else(|p| p.into_inner()) = s,
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant, error = %e, "could not re-read the client secret; keeping the old one")
+            }
+        }
         let fresh = build_raw(
             &self.tenant,
             &self.tenant_id,
             &self.authority,
             &self.client_id,
-            &self.secret,
+            &self.secret(),
             &self.http,
         );
         match fresh {
@@ -125,16 +154,6 @@ impl TenantAuth {
             }
         }
     }
-}
-
-fn build(
-    t: &TenantSettings,
-    authority: &str,
-    client_id: &str,
-    secret: &str,
-    http: &reqwest::Client,
-) -> Result<Arc<dyn TokenCredential>, AuthError> {
-    build_raw(&t.name, &t.tenant_id, authority, client_id, secret, http)
 }
 
 fn build_raw(

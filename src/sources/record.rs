@@ -117,7 +117,7 @@ mod tests {
             br#"{"Id":"5d1c7e4a-0000-4000-8000-000000000001","CreationTime":"2026-09-29T07:43:02","A":1}"#
         );
         assert_eq!(p.records[0].key, p.records[1].key);
-        assert_eq!(p.records[0].event_time_ms, 1_759_131_782_000);
+        assert_eq!(p.records[0].event_time_ms, 1_790_667_782_000);
         assert_eq!(p.without_id, 1);
         assert_eq!(&body[p.records[2].raw.clone()], br#"{"x":2}"#);
     }

@@ -171,3 +171,6 @@ fn configure(conn: &Connection, path: &Path, writer: bool) -> Result<()> {
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+#[cfg(test)]
+mod tests;

@@ -147,8 +147,8 @@ impl ManagementClient {
                 })
                 .await;
             match r {
-                Err(ApiError::Unauthorized(_)) if !refreshed => {
-                    // A revoked or expired token: fetch a fresh one, once.
+                Err(ApiError::Unauthorized(_) | ApiError::Credential(_)) if !refreshed => {
+                    // A revoked or expired token, or a rotated secret: reload and fetch a fresh one, once.
                     refreshed = true;
                     self.auth.invalidate();
                 }
@@ -159,11 +159,13 @@ impl ManagementClient {
 
     async fn call_once(&self, method: Method, url: &str) -> Result<Reply, ApiError> {
         self.limiter.until_ready().await;
-        let token = self
-            .auth
-            .token(&self.resource)
-            .await
-            .map_err(|e| ApiError::Transient(e.to_string()))?;
+        let token = self.auth.token(&self.resource).await.map_err(|e| {
+            if e.is_rejection() {
+                ApiError::Credential(e.to_string())
+            } else {
+                ApiError::Transient(e.to_string())
+            }
+        })?;
         let mut req = self.http.request(method.clone(), url).bearer_auth(token);
         if method == Method::POST {
             req = req

@@ -145,6 +145,9 @@ pub enum ApiError {
     /// 401: refresh the token once.
     #[error("unauthorized (401): {0}")]
     Unauthorized(String),
+    /// The authority refused to issue a token (wrong secret, app deleted, no consent).
+    #[error("token request rejected: {0}")]
+    Credential(String),
     /// AF20022/AF20023: (re)start the subscription, then retry.
     #[error("subscription not enabled ({code}): {message}")]
     NoSubscription { code: String, message: String },

@@ -339,6 +339,9 @@ impl ManagementStream {
             ApiError::Unauthorized(m) => CycleError::Retry(format!(
                 "401 even after a fresh token ({m}); check the app's ActivityFeed.Read permission and admin consent"
             )),
+            ApiError::Credential(m) => CycleError::Retry(format!(
+                "{m} (check client_id, the client secret and tenant_id; the secret is re-read on the next attempt)"
+            )),
             other => CycleError::Retry(other.to_string()),
         }
     }

@@ -1,0 +1,188 @@
+//! Store-level invariants: one-transaction ingest, replay safety, offsets and pruning.
+
+use super::*;
+use crate::sources::record::key_for_id;
+
+fn page(stream: &str, ids: &[&str], checkpoint: Checkpoint) -> IngestPage {
+    let mut body = Vec::new();
+    let mut records = Vec::new();
+    for id in ids {
+        let raw = format!(r#"{{"Id":"{id}","Op":"x"}}"#);
+        let start = body.len();
+        body.extend_from_slice(raw.as_bytes());
+        records.push(PageRecord {
+            key: key_for_id(id),
+            id: id.to_string(),
+            event_time_ms: 1,
+            raw: start..body.len(),
+        });
+    }
+    IngestPage {
+        stream: stream.into(),
+        tenant: "t".into(),
+        source: "management".into(),
+        name: "Audit.Exchange".into(),
+        body,
+        records,
+        checkpoint,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    s.register_stream("s", "t", "management", "Audit.Exchange")
+        .unwrap();
+    (d, s)
+}
+
+const TTL: i64 = 8 * 86_400_000;
+
+#[test]
+fn replaying_a_page_spools_nothing_twice_and_counts_duplicates() {
+    let (_d, s) = open();
+    let p = page("s", &["a", "b", "a"], Checkpoint::Cursor("c1".into()));
+    let first = s.ingest(&p, TTL, 0).unwrap();
+    assert_eq!((first.new_records, first.duplicates), (2, 1));
+    // A crash after commit replays the page: everything is a duplicate, nothing is spooled.
+    let again = s.ingest(&p, TTL, 0).unwrap();
+    assert_eq!((again.new_records, again.duplicates), (0, 3));
+    assert_eq!(s.spool_size().unwrap().records, 2);
+    assert_eq!(s.cursor("s").unwrap().as_deref(), Some("c1"));
+    let st = &s.stream_status().unwrap()[0];
+    assert_eq!(
+        (st.counters.records_total, st.counters.duplicates_total),
+        (2, 4)
+    );
+}
+
+#[test]
+fn a_blob_is_settled_once_and_expiry_is_counted() {
+    let (_d, s) = open();
+    let listing = |id: &str| BlobListing {
+        content_id: id.into(),
+        content_uri: format!("https://x/{id}"),
+        content_created: "2026-11-21T00:00:00.000Z".into(),
+        content_expiration_ms: Some(i64::MAX),
+    };
+    let out = s
+        .ingest(
+            &page(
+                "s",
+                &[],
+                Checkpoint::BlobsListed {
+                    blobs: vec![listing("b1"), listing("b2")],
+                    watermark: None,
+                },
+            ),
+            TTL,
+            0,
+        )
+        .unwrap();
+    assert_eq!(out.newly_listed, 2);
+    // Listing the same blobs again (the overlap) adds nothing and leaves the cursor alone.
+    let out = s
+        .ingest(
+            &page(
+                "s",
+                &[],
+                Checkpoint::BlobsListed {
+                    blobs: vec![listing("b1")],
+                    watermark: Some("w".into()),
+                },
+            ),
+            TTL,
+            0,
+        )
+        .unwrap();
+    assert_eq!(out.newly_listed, 0);
+    assert_eq!(s.cursor("s").unwrap().as_deref(), Some("w"));
+    assert_eq!(s.pending_blobs("s").unwrap().len(), 2);
+    s.ingest(
+        &page(
+            "s",
+            &["r1"],
+            Checkpoint::BlobFetched {
+                content_id: "b1".into(),
+            },
+        ),
+        TTL,
+        0,
+    )
+    .unwrap();
+    s.ingest(
+        &page(
+            "s",
+            &[],
+            Checkpoint::BlobExpired {
+                content_id: "b2".into(),
+                detail: "AF20051".into(),
+            },
+        ),
+        TTL,
+        0,
+    )
+    .unwrap();
+    s.ingest(
+        &page(
+            "s",
+            &[],
+            Checkpoint::BlobExpired {
+                content_id: "b2".into(),
+                detail: "AF20051".into(),
+            },
+        ),
+        TTL,
+        0,
+    )
+    .unwrap();
+    assert!(s.pending_blobs("s").unwrap().is_empty());
+    let st = &s.stream_status().unwrap()[0];
+    assert_eq!(st.counters.blobs_expired, 1, "expiry counted once");
+    assert_eq!((st.ledger.fetched, st.ledger.expired), (1, 1));
+}
+
+#[test]
+fn spool_rows_go_only_when_every_sink_delivered_them() {
+    let (_d, s) = open();
+    s.ensure_sinks(&["a".into(), "b".into()]).unwrap();
+    s.ingest(&page("s", &["1", "2"], Checkpoint::None), TTL, 0)
+        .unwrap();
+    s.ingest(&page("s", &["3"], Checkpoint::None), TTL, 0)
+        .unwrap();
+    let rows = s.spool_reader().unwrap().read_from(0, 10).unwrap();
+    assert_eq!(rows.len(), 2);
+    let (r1, r2) = (rows[0].seq, rows[1].seq);
+    s.commit_offset("a", r2 + 1, 0, 3).unwrap();
+    s.commit_offset("b", r1, 1, 1).unwrap();
+    assert_eq!(s.prune_spool().unwrap(), 0, "sink b is still inside row 1");
+    let b = s.backlogs().unwrap();
+    assert_eq!((b[0].records, b[1].records), (0, 2));
+    s.commit_offset("b", r2, 0, 1).unwrap();
+    assert_eq!(s.prune_spool().unwrap(), 1);
+    assert_eq!(s.spool_size().unwrap().records, 1);
+    // Dropping a sink from the config releases what it held.
+    s.ensure_sinks(&["a".into()]).unwrap();
+    assert_eq!(s.prune_spool().unwrap(), 1);
+    assert_eq!(s.spool_bytes(), 0);
+}
+
+#[test]
+fn seen_keys_expire_after_their_ttl_in_chunks() {
+    let (_d, s) = open();
+    let ids: Vec<String> = (0..50_000).map(|i| format!("id-{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    s.ingest(&page("s", &refs[..25_000], Checkpoint::None), 1_000, 0)
+        .unwrap();
+    s.ingest(&page("s", &refs[25_000..], Checkpoint::None), TTL, 0)
+        .unwrap();
+    assert_eq!(s.seen_count().unwrap(), 50_000);
+    let pruned = s.prune_seen(now_ms() + 10_000).unwrap();
+    assert_eq!(pruned, 25_000);
+    assert_eq!(s.seen_count().unwrap(), 25_000);
+    // An expired key is new again: the TTL is the dedupe horizon.
+    let again = s
+        .ingest(&page("s", &refs[..1], Checkpoint::None), TTL, 0)
+        .unwrap();
+    assert_eq!(again.new_records, 1);
+}
