@@ -82,6 +82,7 @@ impl Daemon {
                     &t.tenant_id,
                     &t.publisher_identifier,
                     m.requests_per_minute,
+                    m.fetch_concurrency,
                 ));
                 for ct in &m.content_types {
                     let handle = pipeline

@@ -67,6 +67,8 @@ pub struct Tenant {
     live_on: AtomicBool,
     live_debt: Mutex<f64>,
     token_no: AtomicU64,
+    /// Pre-rendered bodies (see `prerender`), so a benchmark measures the collector, not us.
+    rendered: Mutex<HashMap<String, axum::body::Bytes>>,
 }
 
 impl Tenant {
@@ -99,6 +101,7 @@ impl Tenant {
             live_on: AtomicBool::new(scenario.live_records_per_sec > 0.0),
             live_debt: Mutex::new(0.0),
             token_no: AtomicU64::new(0),
+            rendered: Mutex::new(HashMap::new()),
             scenario,
         };
         let mut left = t.scenario.history_records;
@@ -214,8 +217,25 @@ impl Tenant {
             .cloned()
     }
 
+    /// Renders every current blob's body once and serves it from memory from then on.
+    pub fn prerender(&self) {
+        let blobs: Vec<Blob> = self.blobs.lock().expect("blobs").iter().flatten().cloned().collect();
+        let mut out = HashMap::with_capacity(blobs.len());
+        for b in &blobs {
+            out.insert(b.content_id.clone(), axum::body::Bytes::from(self.render_body(b)));
+        }
+        *self.rendered.lock().expect("rendered") = out;
+    }
+
     /// The JSON array body of a blob.
-    pub fn blob_body(&self, b: &Blob) -> String {
+    pub fn blob_body(&self, b: &Blob) -> axum::body::Bytes {
+        if let Some(r) = self.rendered.lock().expect("rendered").get(&b.content_id) {
+            return r.clone();
+        }
+        axum::body::Bytes::from(self.render_body(b))
+    }
+
+    fn render_body(&self, b: &Blob) -> String {
         let s = &self.scenario;
         let mut out = String::with_capacity(b.records as usize * 1700 + 2);
         out.push('[');

@@ -32,6 +32,9 @@ pub struct ManagementClient {
     pub clock: Arc<ServerClock>,
     limiter: DefaultDirectRateLimiter,
     backoff: ExponentialBuilder,
+    /// Blob downloads in flight for the whole tenant: bounds memory and load whatever the
+    /// number of streams.
+    pub fetch_slots: tokio::sync::Semaphore,
 }
 
 impl ManagementClient {
@@ -43,6 +46,7 @@ impl ManagementClient {
         tenant_id: &str,
         publisher: &str,
         requests_per_minute: u32,
+        fetch_concurrency: usize,
     ) -> ManagementClient {
         let rpm = NonZeroU32::new(requests_per_minute.max(1)).expect("non-zero");
         ManagementClient {
@@ -64,6 +68,7 @@ impl ManagementClient {
                 .with_min_delay(Duration::from_millis(500))
                 .with_max_delay(Duration::from_secs(60))
                 .with_max_times(8),
+            fetch_slots: tokio::sync::Semaphore::new(fetch_concurrency.max(1)),
         }
     }
 
@@ -195,7 +200,7 @@ impl ManagementClient {
         })?;
         if status.is_success() {
             Ok(Reply {
-                body: body.to_vec(),
+                body: body.into(),
                 headers,
             })
         } else {
