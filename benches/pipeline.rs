@@ -16,13 +16,23 @@ use auditkeeper::sources::record::key_for_id;
 use auditkeeper::store::{Checkpoint, IngestPage, PageRecord, Store};
 
 fn env_n(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn ingest_rate(n: u64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.register_stream("t/management/Audit.Exchange", "t", "management", "Audit.Exchange").unwrap();
+    store
+        .register_stream(
+            "t/management/Audit.Exchange",
+            "t",
+            "management",
+            "Audit.Exchange",
+        )
+        .unwrap();
     let now = chrono::Utc::now();
     let per_page = 500u64;
     let pages: Vec<IngestPage> = (0..n / per_page)
@@ -30,11 +40,17 @@ fn ingest_rate(n: u64) -> f64 {
             let mut body = Vec::new();
             let mut recs = Vec::new();
             for i in 0..per_page {
-                let raw = records::render(7, "tid", "Audit.Exchange", 1, p, i as u32, now, false, true);
+                let raw =
+                    records::render(7, "tid", "Audit.Exchange", 1, p, i as u32, now, false, true);
                 let id = records::record_id(7, 1, p, i as u32);
                 let start = body.len();
                 body.extend_from_slice(raw.as_bytes());
-                recs.push(PageRecord { key: key_for_id(&id), id, event_time_ms: 0, raw: start..body.len() });
+                recs.push(PageRecord {
+                    key: key_for_id(&id),
+                    id,
+                    event_time_ms: 0,
+                    raw: start..body.len(),
+                });
             }
             IngestPage {
                 stream: "t/management/Audit.Exchange".into(),
@@ -104,12 +120,28 @@ fn stop(mut child: Child) {
 
 async fn end_to_end(n: u64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = Scenario { history_records: n, records_per_blob: 500, page_size: 1000, ..Scenario::default() };
-    let sim = Simulator::start(scenario, "127.0.0.1:0".parse().unwrap(), &dir.path().join("ca.pem")).await.unwrap();
+    let scenario = Scenario {
+        history_records: n,
+        records_per_blob: 500,
+        page_size: 1000,
+        ..Scenario::default()
+    };
+    let sim = Simulator::start(
+        scenario,
+        "127.0.0.1:0".parse().unwrap(),
+        &dir.path().join("ca.pem"),
+    )
+    .await
+    .unwrap();
     let t = Instant::now();
     let sim_tenant = sim.tenant.clone();
-    tokio::task::spawn_blocking(move || sim_tenant.prerender()).await.unwrap();
-    println!("end_to_end: simulator pre-rendered {n} records in {:.1}s", t.elapsed().as_secs_f64());
+    tokio::task::spawn_blocking(move || sim_tenant.prerender())
+        .await
+        .unwrap();
+    println!(
+        "end_to_end: simulator pre-rendered {n} records in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     let expected = sim.tenant.truth().ids.len() as i64;
     let cfg = write_config(dir.path(), &sim, &unpaced()).unwrap();
     let state = dir.path().join("state");
@@ -117,7 +149,10 @@ async fn end_to_end(n: u64) -> f64 {
     let child = spawn_daemon(&cfg);
     let pid = child.id();
     while delivered(&state) < expected {
-        assert!(t.elapsed() < Duration::from_secs(900), "end-to-end run did not finish");
+        assert!(
+            t.elapsed() < Duration::from_secs(900),
+            "end-to-end run did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = t.elapsed().as_secs_f64();
@@ -135,21 +170,43 @@ async fn end_to_end(n: u64) -> f64 {
 /// The benchmark measures the collector, not Microsoft's quota: pacing is lifted to the older
 /// documented 60K requests/minute.
 fn unpaced() -> ConfigExtras {
-    ConfigExtras { management: "fetch_concurrency = 8\nrequests_per_minute = 60000".into(), ..ConfigExtras::default() }
+    ConfigExtras {
+        management: "fetch_concurrency = 8\nrequests_per_minute = 60000".into(),
+        ..ConfigExtras::default()
+    }
 }
 
 fn walk_bytes(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
     rd.flatten()
-        .map(|e| if e.path().is_dir() { walk_bytes(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) })
+        .map(|e| {
+            if e.path().is_dir() {
+                walk_bytes(&e.path())
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
         .sum()
 }
 
 /// Builds a backlog of `n` records behind a dead sink, then lets it drain; returns peak RSS.
 async fn backlog_rss(n: u64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = Scenario { history_records: n, records_per_blob: 1000, page_size: 1000, ..Scenario::default() };
-    let sim = Simulator::start(scenario, "127.0.0.1:0".parse().unwrap(), &dir.path().join("ca.pem")).await.unwrap();
+    let scenario = Scenario {
+        history_records: n,
+        records_per_blob: 1000,
+        page_size: 1000,
+        ..Scenario::default()
+    };
+    let sim = Simulator::start(
+        scenario,
+        "127.0.0.1:0".parse().unwrap(),
+        &dir.path().join("ca.pem"),
+    )
+    .await
+    .unwrap();
     let expected = sim.tenant.truth().ids.len() as i64;
     let cfg = write_config(dir.path(), &sim, &unpaced()).unwrap();
     let state = dir.path().join("state");
@@ -162,19 +219,32 @@ async fn backlog_rss(n: u64) -> f64 {
     let _ = std::fs::remove_dir_all(&records);
     std::fs::write(&records, b"sink down").unwrap();
     while ingested(&state) < expected {
-        assert!(t.elapsed() < Duration::from_secs(1800), "backlog did not build");
+        assert!(
+            t.elapsed() < Duration::from_secs(1800),
+            "backlog did not build"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let at_full = vm_hwm_mb(pid);
-    println!("backlog: {expected} records spooled behind a dead sink in {:.1}s, peak RSS so far {at_full:.0} MB", t.elapsed().as_secs_f64());
+    println!(
+        "backlog: {expected} records spooled behind a dead sink in {:.1}s, peak RSS so far {at_full:.0} MB",
+        t.elapsed().as_secs_f64()
+    );
     std::fs::remove_file(&records).unwrap();
     let t = Instant::now();
     while delivered(&state) < expected {
-        assert!(t.elapsed() < Duration::from_secs(1800), "backlog did not drain");
+        assert!(
+            t.elapsed() < Duration::from_secs(1800),
+            "backlog did not drain"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let rss = vm_hwm_mb(pid);
-    println!("backlog: drained {expected} records in {:.1}s = {:.0} records/s; daemon peak RSS {rss:.0} MB", t.elapsed().as_secs_f64(), expected as f64 / t.elapsed().as_secs_f64());
+    println!(
+        "backlog: drained {expected} records in {:.1}s = {:.0} records/s; daemon peak RSS {rss:.0} MB",
+        t.elapsed().as_secs_f64(),
+        expected as f64 / t.elapsed().as_secs_f64()
+    );
     stop(child);
     rss
 }
@@ -182,10 +252,38 @@ async fn backlog_rss(n: u64) -> f64 {
 fn main() {
     // `cargo bench` passes --bench; ignore arguments.
     auditkeeper::http::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    println!("machine: {} cores; figures are single runs on a shared machine, compare as ratios", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    ingest_rate(env_n("AK_BENCH_INGEST", 200_000));
-    let e2e = rt.block_on(end_to_end(env_n("AK_BENCH_RECORDS", 300_000)));
-    let rss = rt.block_on(backlog_rss(env_n("AK_BENCH_BACKLOG", 1_000_000)));
-    println!("end_to_end_records_per_sec={:.0} peak_rss_mb={:.0}", e2e, rss);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "machine: {} cores; figures are single runs on a shared machine, compare as ratios",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    // Setting a size to 0 skips that phase (for profiling one of them).
+    let (ni, ne, nb) = (
+        env_n("AK_BENCH_INGEST", 200_000),
+        env_n("AK_BENCH_RECORDS", 300_000),
+        env_n("AK_BENCH_BACKLOG", 1_000_000),
+    );
+    if ni > 0 {
+        ingest_rate(ni);
+    }
+    let e2e = if ne > 0 {
+        rt.block_on(end_to_end(ne))
+    } else {
+        0.0
+    };
+    let rss = if nb > 0 {
+        rt.block_on(backlog_rss(nb))
+    } else {
+        0.0
+    };
+    println!(
+        "end_to_end_records_per_sec={:.0} peak_rss_mb={:.0}",
+        e2e, rss
+    );
 }

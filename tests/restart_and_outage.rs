@@ -101,7 +101,7 @@ async fn a_full_spool_pauses_polling_loudly_and_resumes() {
     };
     // A tiny spool limit and a dead sink: polling must pause, not drop.
     let extras = ConfigExtras {
-        spool: "max_bytes = \"16MiB\"".into(),
+        spool: "max_bytes = \"2MiB\"".into(),
         management: "fetch_concurrency = 2".into(),
         ..ConfigExtras::default()
     };

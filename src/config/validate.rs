@@ -142,8 +142,8 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<ConfigIssue>> {
         seen_ttl: raw.spool.seen_ttl.unwrap_or(8 * DAY),
         prune_interval: raw.spool.prune_interval.unwrap_or(Duration::from_secs(60)),
     };
-    if spool.max_bytes < (16 << 20) {
-        is.add("spool.max_bytes", "must be at least 16MiB");
+    if spool.max_bytes < (1 << 20) {
+        is.add("spool.max_bytes", "must be at least 1MiB");
     }
     if spool.seen_ttl <= MAA_RETENTION {
         is.add(

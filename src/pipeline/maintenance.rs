@@ -13,7 +13,7 @@ pub async fn run(pipeline: Arc<Pipeline>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         let seen_due = last_seen_prune.elapsed() >= pipeline.spool.prune_interval;
         if seen_due {
@@ -30,9 +30,7 @@ pub async fn run(pipeline: Arc<Pipeline>, shutdown: CancellationToken) {
                     // Ledger rows outlive Microsoft's own expiry by a day, then go.
                     s.prune_blobs(now - 86_400_000)?;
                 }
-                if rows > 0 || keys > 0 {
-                    s.checkpoint_wal()?;
-                }
+                s.checkpoint_wal()?;
                 let size = s.spool_size()?;
                 Ok((rows, keys, size))
             })

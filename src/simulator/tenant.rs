@@ -219,10 +219,20 @@ impl Tenant {
 
     /// Renders every current blob's body once and serves it from memory from then on.
     pub fn prerender(&self) {
-        let blobs: Vec<Blob> = self.blobs.lock().expect("blobs").iter().flatten().cloned().collect();
+        let blobs: Vec<Blob> = self
+            .blobs
+            .lock()
+            .expect("blobs")
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
         let mut out = HashMap::with_capacity(blobs.len());
         for b in &blobs {
-            out.insert(b.content_id.clone(), axum::body::Bytes::from(self.render_body(b)));
+            out.insert(
+                b.content_id.clone(),
+                axum::body::Bytes::from(self.render_body(b)),
+            );
         }
         *self.rendered.lock().expect("rendered") = out;
     }

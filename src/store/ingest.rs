@@ -87,6 +87,7 @@ impl Store {
                 }
             }
             if out.new_records > 0 {
+                let data = codec::compress(&data);
                 tx.execute(
                     "INSERT INTO spool(stream, tenant, source, name, collected_at, count, bytes, data)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

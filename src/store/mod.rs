@@ -60,6 +60,8 @@ pub const DB_FILE: &str = "auditkeeper.sqlite3";
 pub struct Store {
     path: PathBuf,
     writer: Mutex<Connection>,
+    /// Runs WAL checkpoints beside the writer, so commits never pay for them.
+    checkpointer: Mutex<Connection>,
     /// Bytes held in the spool, kept in memory so the ingest path checks the limit without a query.
     spool_bytes: AtomicU64,
 }
@@ -75,8 +77,11 @@ impl Store {
         let conn = Connection::open(&path).map_err(|e| sqlerr(&path, e))?;
         configure(&conn, &path, true)?;
         migrations::apply(&conn, &path)?;
+        let checkpointer = Connection::open(&path).map_err(|e| sqlerr(&path, e))?;
+        configure(&checkpointer, &path, false)?;
         let store = Store {
             writer: Mutex::new(conn),
+            checkpointer: Mutex::new(checkpointer),
             spool_bytes: AtomicU64::new(0),
             path,
         };
@@ -159,6 +164,9 @@ fn configure(conn: &Connection, path: &Path, writer: bool) -> Result<()> {
             // and then cursor, spool and offsets roll back together, so records are replayed, not lost.
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
+            // Maintenance checkpoints every second from its own connection; this is only the
+            // backstop that bounds the WAL (64 MiB) should maintenance ever stall.
+            conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         }
         // 16 MiB of page cache per connection keeps RSS bounded whatever the backlog.
         conn.pragma_update(None, "cache_size", -16384i64)?;

@@ -87,8 +87,10 @@ impl Store {
         self.with_writer(|c| c.query_row("SELECT count(*) FROM seen", [], |r| r.get(0)))
     }
 
-    /// Incremental WAL checkpoint so the WAL file does not grow without bound under load.
+    /// Incremental WAL checkpoint, run on its own connection so it never holds the writer.
     pub fn checkpoint_wal(&self) -> Result<()> {
-        self.with_writer(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())))
+        let c = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
+        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| super::sqlerr(&self.path, e))
     }
 }

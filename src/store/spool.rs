@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Result, Store, now_ms, sqlerr};
+use super::{Result, Store, StoreError, codec, now_ms, sqlerr};
 
 #[derive(Debug, Clone)]
 pub struct SpoolRow {
@@ -48,25 +48,39 @@ pub struct SpoolReader {
 impl SpoolReader {
     /// Up to `max_rows` spool rows with `seq >= from`, in order.
     pub fn read_from(&self, from: i64, max_rows: usize) -> Result<Vec<SpoolRow>> {
-        let r = (|| -> rusqlite::Result<Vec<SpoolRow>> {
+        let r = (|| -> rusqlite::Result<Vec<(SpoolRow, Vec<u8>)>> {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT seq, tenant, source, name, collected_at, count, data FROM spool
                  WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![from, max_rows as i64], |r| {
-                Ok(SpoolRow {
-                    seq: r.get(0)?,
-                    tenant: r.get(1)?,
-                    source: r.get(2)?,
-                    name: r.get(3)?,
-                    collected_at: r.get(4)?,
-                    count: r.get(5)?,
-                    data: Arc::new(r.get(6)?),
-                })
+                Ok((
+                    SpoolRow {
+                        seq: r.get(0)?,
+                        tenant: r.get(1)?,
+                        source: r.get(2)?,
+                        name: r.get(3)?,
+                        collected_at: r.get(4)?,
+                        count: r.get(5)?,
+                        data: Arc::new(Vec::new()),
+                    },
+                    r.get::<_, Vec<u8>>(6)?,
+                ))
             })?;
             rows.collect()
         })();
-        r.map_err(|e| sqlerr(&self.path, e))
+        let rows = r.map_err(|e| sqlerr(&self.path, e))?;
+        rows.into_iter()
+            .map(|(mut row, stored)| {
+                row.data = Arc::new(codec::decompress(&stored).map_err(|reason| {
+                    StoreError::CorruptSpool {
+                        seq: row.seq,
+                        reason,
+                    }
+                })?);
+                Ok(row)
+            })
+            .collect()
     }
 }
 

@@ -289,7 +289,12 @@ impl ManagementStream {
                 .await;
         }
         // Held until the records are spooled, so memory is bounded per tenant.
-        let _slot = self.client.fetch_slots.acquire().await.map_err(|e| CycleError::Retry(e.to_string()))?;
+        let _slot = self
+            .client
+            .fetch_slots
+            .acquire()
+            .await
+            .map_err(|e| CycleError::Retry(e.to_string()))?;
         match self.client.fetch_blob(&b.content_uri).await {
             Ok(body) => {
                 let parsed = record::parse_management_blob(&body)
