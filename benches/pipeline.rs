@@ -118,11 +118,11 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-async fn end_to_end(n: u64) -> f64 {
+async fn start_sim(n: u64, records_per_blob: u32) -> (tempfile::TempDir, Simulator) {
     let dir = tempfile::tempdir().unwrap();
     let scenario = Scenario {
         history_records: n,
-        records_per_blob: 500,
+        records_per_blob,
         page_size: 1000,
         ..Scenario::default()
     };
@@ -133,6 +133,11 @@ async fn end_to_end(n: u64) -> f64 {
     )
     .await
     .unwrap();
+    (dir, sim)
+}
+
+async fn end_to_end(n: u64) -> f64 {
+    let (dir, sim) = start_sim(n, 500).await;
     let t = Instant::now();
     let sim_tenant = sim.tenant.clone();
     tokio::task::spawn_blocking(move || sim_tenant.prerender())
@@ -193,20 +198,7 @@ fn walk_bytes(p: &Path) -> u64 {
 
 /// Builds a backlog of `n` records behind a dead sink, then lets it drain; returns peak RSS.
 async fn backlog_rss(n: u64) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = Scenario {
-        history_records: n,
-        records_per_blob: 1000,
-        page_size: 1000,
-        ..Scenario::default()
-    };
-    let sim = Simulator::start(
-        scenario,
-        "127.0.0.1:0".parse().unwrap(),
-        &dir.path().join("ca.pem"),
-    )
-    .await
-    .unwrap();
+    let (dir, sim) = start_sim(n, 1000).await;
     let expected = sim.tenant.truth().ids.len() as i64;
     let cfg = write_config(dir.path(), &sim, &unpaced()).unwrap();
     let state = dir.path().join("state");

@@ -149,3 +149,26 @@ fn a_database_from_a_newer_version_is_refused_untouched() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("newer auditkeeper"));
 }
+
+#[test]
+fn environment_variables_override_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("c.toml");
+    std::fs::write(&cfg, base(d.path())).unwrap();
+    let run = |k: &str, v: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+            .args(["validate", "--config"])
+            .arg(&cfg)
+            .env(k, v)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = run("AUDITKEEPER__LOG__FORMAT", "xml");
+    assert!(!ok && err.contains("log.format"), "{err}");
+    let (ok, err) = run("AUDITKEEPER__LOG__FORMAT", "json");
+    assert!(ok, "{err}");
+}

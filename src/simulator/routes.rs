@@ -226,6 +226,17 @@ async fn list_content(
             "The specified content type is not valid.",
         );
     };
+    if t.scenario
+        .forbidden_content_types
+        .iter()
+        .any(|c| c == &t.scenario.content_types[ct])
+    {
+        return af(
+            StatusCode::FORBIDDEN,
+            "AF10001",
+            "The permission set (ActivityFeed.Read) sent in the request does not include the expected permission.",
+        );
+    }
     match t.subscription(ct) {
         None => {
             return af(

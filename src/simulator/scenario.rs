@@ -52,6 +52,8 @@ pub struct Scenario {
     pub clock_skew_secs: i64,
     /// Approximate padding so records weigh 1 to 2 KB like real ones.
     pub pad_records: bool,
+    /// Content types whose listing answers 403 AF10001 (permission missing): a fatal code.
+    pub forbidden_content_types: Vec<String>,
 }
 
 impl Default for Scenario {
@@ -85,6 +87,7 @@ impl Default for Scenario {
             token_lifetime: Duration::from_secs(3599),
             clock_skew_secs: 0,
             pad_records: true,
+            forbidden_content_types: Vec::new(),
         }
     }
 }

@@ -217,16 +217,20 @@ impl Tenant {
             .cloned()
     }
 
-    /// Renders every current blob's body once and serves it from memory from then on.
-    pub fn prerender(&self) {
-        let blobs: Vec<Blob> = self
-            .blobs
+    /// A snapshot of every blob of every content type.
+    fn all_blobs(&self) -> Vec<Blob> {
+        self.blobs
             .lock()
             .expect("blobs")
             .iter()
             .flatten()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Renders every current blob's body once and serves it from memory from then on.
+    pub fn prerender(&self) {
+        let blobs = self.all_blobs();
         let mut out = HashMap::with_capacity(blobs.len());
         for b in &blobs {
             out.insert(
@@ -394,14 +398,7 @@ impl Tenant {
 
     /// Every record Id the simulator has produced (or will list once late blobs become visible).
     pub fn truth(&self) -> Truth {
-        let blobs: Vec<Blob> = self
-            .blobs
-            .lock()
-            .expect("blobs")
-            .iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let blobs = self.all_blobs();
         let mut ok: HashSet<String> = HashSet::new();
         let mut lost: HashSet<String> = HashSet::new();
         let mut t = Truth::default();
@@ -425,6 +422,24 @@ impl Tenant {
         t.expired_only_ids = lost.difference(&ok).cloned().collect();
         t.ids = ok.into_iter().collect();
         t
+    }
+
+    /// Blob `seq` of content type `ct`, if it exists.
+    pub fn blob_at(&self, ct: usize, seq: u64) -> Option<Blob> {
+        self.blob(ct, seq)
+    }
+
+    /// Every record Id served by the blobs of one content type.
+    pub fn ids_of(&self, ct: usize) -> Vec<String> {
+        let blobs: Vec<Blob> = self.blobs.lock().expect("blobs")[ct].clone();
+        let mut out = Vec::new();
+        for b in &blobs {
+            for i in 0..b.records {
+                let (oseq, oidx, _) = self.origin(b.ct, b.seq, i);
+                out.push(record_id(self.scenario.seed, b.ct, oseq, oidx));
+            }
+        }
+        out
     }
 
     /// When the last blob becomes listable.
