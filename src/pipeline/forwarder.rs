@@ -39,8 +39,18 @@ impl Forwarder {
         deadline: Arc<std::sync::Mutex<Option<Instant>>>,
     ) {
         let name = self.sink.name.clone();
-        if let Err(e) = self.run_inner(&drain, &deadline).await {
-            tracing::error!(sink = %name, error = %e, "forwarder stopped on a store error");
+        // A store error (disk full, I/O) must not stop delivery for good: wait, then resume
+        // from the committed offset, which is exactly where the undelivered records start.
+        while let Err(e) = self.run_inner(&drain, &deadline).await {
+            tracing::error!(sink = %name, error = %e, "forwarder hit a store error; resuming from the committed offset in 5s");
+            metrics::counter!("auditkeeper_sink_errors_total", "sink" => name.clone()).increment(1);
+            if drain.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = drain.cancelled() => break,
+            }
         }
         self.sink.sink.close().await;
     }

@@ -4,18 +4,33 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Every line under `root`, file by file in name order.
+///
+/// Safe while the sink runs: a closed file being compressed exists for a moment as both
+/// `X.jsonl` and the finished `X.jsonl.gz`, so the `.gz` wins; a file that vanishes mid-scan
+/// (compression just finished) restarts the scan.
 pub fn read_lines(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut attempts = 0;
+    loop {
+        match read_once(root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 20 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+fn read_once(root: &Path) -> std::io::Result<Vec<String>> {
     let mut files = Vec::new();
     collect(root, &mut files)?;
     files.sort();
+    let names: std::collections::HashSet<PathBuf> = files.iter().cloned().collect();
     let mut out = Vec::new();
     for f in files {
         let name = f.to_string_lossy().to_string();
-        let file = std::fs::File::open(&f)?;
         let reader: Box<dyn Read> = if name.ends_with(".jsonl.gz") {
-            Box::new(flate2::read::GzDecoder::new(file))
-        } else if name.ends_with(".jsonl") {
-            Box::new(file)
+            Box::new(flate2::read::GzDecoder::new(std::fs::File::open(&f)?))
+        } else if name.ends_with(".jsonl") && !names.contains(&PathBuf::from(format!("{name}.gz")))
+        {
+            Box::new(std::fs::File::open(&f)?)
         } else {
             continue;
         };
