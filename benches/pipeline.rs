@@ -47,6 +47,7 @@ fn ingest_rate(n: u64) -> f64 {
                 body.extend_from_slice(raw.as_bytes());
                 recs.push(PageRecord {
                     key: key_for_id(&id),
+                    id_key: None,
                     id,
                     event_time_ms: 0,
                     raw: start..body.len(),

@@ -93,7 +93,10 @@ fn validate(path: &std::path::Path) -> ExitCode {
             let streams: usize = s
                 .tenants
                 .iter()
-                .map(|t| t.management.as_ref().map_or(0, |m| m.content_types.len()))
+                .map(|t| {
+                    t.management.as_ref().map_or(0, |m| m.content_types.len())
+                        + t.graph.as_ref().map_or(0, |g| g.streams.len())
+                })
                 .sum();
             println!(
                 "{}: OK ({} tenants, {} streams, {} sinks)",

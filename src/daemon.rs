@@ -11,6 +11,7 @@ use crate::auth::{AuthError, TenantAuth};
 use crate::config::Settings;
 use crate::pipeline::{Pipeline, StreamKey, forwarder::Forwarder, maintenance};
 use crate::sinks;
+use crate::sources::graph::{GraphClient, GraphStream};
 use crate::sources::management::{ManagementClient, ManagementStream};
 use crate::store::{Store, StoreError};
 
@@ -72,6 +73,7 @@ impl Daemon {
         let http = crate::http::client(&settings.http)?;
         let mut sources = JoinSet::new();
         for t in &settings.tenants {
+            // One credential per tenant: its token cache serves every API audience.
             let auth = Arc::new(TenantAuth::new(t, http.clone())?);
             if let Some(m) = &t.management {
                 let client = Arc::new(ManagementClient::new(
@@ -88,12 +90,36 @@ impl Daemon {
                     let handle = pipeline
                         .stream(StreamKey::new(&t.name, "management", ct))
                         .await?;
-                    tracing::info!(stream = %handle.key.id, "stream started");
                     let s = ManagementStream::new(client.clone(), handle, ct.clone(), m.clone());
                     sources.spawn(s.run(shutdown.clone()));
                 }
             }
+            if let Some(g) = &t.graph {
+                let client = Arc::new(GraphClient::new(
+                    http.clone(),
+                    auth.clone(),
+                    &t.endpoints.graph,
+                    g.reports_requests_per_10s,
+                ));
+                for (spec, st) in &g.streams {
+                    let handle = pipeline
+                        .stream(StreamKey::new(&t.name, "graph", spec.name))
+                        .await?;
+                    let s = GraphStream {
+                        client: client.clone(),
+                        handle,
+                        spec,
+                        settings: st.clone(),
+                    };
+                    sources.spawn(s.run(shutdown.clone()));
+                }
+            }
         }
+        tracing::info!(
+            streams = sources.len(),
+            sinks = settings.sinks.len(),
+            "collector started"
+        );
         let maintenance = tokio::spawn(maintenance::run(pipeline.clone(), drain.clone()));
         Ok(Daemon {
             shutdown,

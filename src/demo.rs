@@ -17,6 +17,8 @@ pub struct ConfigExtras {
     pub sink: String,
     /// Lines appended to `[spool]`.
     pub spool: String,
+    /// Lines of `[tenants.graph]`; empty means Graph is off.
+    pub graph: String,
 }
 
 /// Writes a config that points every endpoint at the simulator.
@@ -53,12 +55,16 @@ client_secret_file = "{secret}"
 [tenants.endpoints]
 authority = "{base}"
 management = "{base}"
+graph = "{base}"
 
 [tenants.management_activity]
 content_types = [{cts}]
 poll_interval = "1s"
 overlap = "1h"
 {management}
+
+[tenants.graph]
+{graph}
 
 [[sinks]]
 type = "file"
@@ -82,6 +88,11 @@ path = "{records}"
         management = extras.management,
         sink = extras.sink,
         spool = extras.spool,
+        graph = if extras.graph.is_empty() {
+            "enabled = false"
+        } else {
+            extras.graph.as_str()
+        },
     );
     let path = dir.join("auditkeeper.toml");
     std::fs::write(&path, text)?;

@@ -60,8 +60,11 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
         }
         let _ = writeln!(
             out,
-            "    records: {} new, {} duplicates dropped, {} without id",
-            s.counters.records_total, s.counters.duplicates_total, s.counters.records_without_id
+            "    records: {} new ({} updates of known records), {} duplicates dropped, {} without id",
+            s.counters.records_total,
+            s.counters.updates_total,
+            s.counters.duplicates_total,
+            s.counters.records_without_id
         );
         if s.source == "management" {
             let _ = writeln!(

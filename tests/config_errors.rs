@@ -65,7 +65,7 @@ fn a_good_config_validates_and_each_mistake_names_its_key() {
     let good = base(dir);
     let (ok, out) = validate(dir, &good);
     assert!(ok, "{out}");
-    assert!(out.contains("OK (1 tenants, 4 streams, 1 sinks)"), "{out}");
+    assert!(out.contains("OK (1 tenants, 10 streams, 1 sinks)"), "{out}");
 
     let missing = dir.join("nope.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))

@@ -101,6 +101,43 @@ pub struct TenantConfig {
     pub endpoints: EndpointOverrides,
     #[serde(default)]
     pub management_activity: ManagementActivityConfig,
+    #[serde(default)]
+    pub graph: GraphConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    pub enabled: Option<bool>,
+    /// Streams to collect; default: every stream marked default-on.
+    pub streams: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub poll_interval: Option<Duration>,
+    /// Applies to every stream unless overridden; default per stream (2h sign-ins, 1h audits).
+    #[serde(default, with = "humantime_serde")]
+    pub overlap: Option<Duration>,
+    /// Do not query closer to now than this.
+    #[serde(default, with = "humantime_serde")]
+    pub lag: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub backfill: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub recheck_unavailable: Option<Duration>,
+    /// Client-side pacing of `auditLogs/*` calls (Microsoft allows 5 per 10 s per app per tenant).
+    pub reports_requests_per_10s: Option<u32>,
+    #[serde(default)]
+    pub overrides: std::collections::BTreeMap<String, GraphStreamOverride>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphStreamOverride {
+    #[serde(default, with = "humantime_serde")]
+    pub overlap: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub lag: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub backfill: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

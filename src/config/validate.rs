@@ -66,6 +66,16 @@ pub struct TenantSettings {
     pub publisher_identifier: String,
     pub endpoints: Endpoints,
     pub management: Option<ManagementSettings>,
+    pub graph: Option<GraphSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphSettings {
+    pub streams: Vec<(
+        &'static crate::sources::graph::StreamSpec,
+        crate::sources::graph::stream::GraphStreamSettings,
+    )>,
+    pub reports_requests_per_10s: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -337,6 +347,7 @@ fn tenant(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSettings>
     }
 
     let management = management(is, i, &t.management_activity);
+    let graph = graph(is, i, &t.graph);
     Some(TenantSettings {
         name: name?,
         tenant_id: tenant_id?,
@@ -345,6 +356,87 @@ fn tenant(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSettings>
         publisher_identifier: publisher_identifier?,
         endpoints,
         management,
+        graph,
+    })
+}
+
+fn graph(is: &mut Issues, i: usize, g: &GraphConfig) -> Option<GraphSettings> {
+    use crate::sources::graph::{SPECS, spec, stream::GraphStreamSettings};
+    let p = |k: &str| format!("tenants[{i}].graph.{k}");
+    if g.enabled == Some(false) {
+        return None;
+    }
+    let names: Vec<String> = g.streams.clone().unwrap_or_else(|| {
+        SPECS
+            .iter()
+            .filter(|s| s.default_on)
+            .map(|s| s.name.to_string())
+            .collect()
+    });
+    let known = SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ");
+    for k in g.overrides.keys() {
+        if !names.contains(k) {
+            is.add(
+                p(&format!("overrides.{k}")),
+                format!(
+                    "{k:?} is not an enabled stream (enabled: {})",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+    let mut streams = Vec::new();
+    for (j, n) in names.iter().enumerate() {
+        let Some(sp) = spec::find(n) else {
+            is.add(
+                format!("tenants[{i}].graph.streams[{j}]"),
+                format!("{n:?} is not one of {known}"),
+            );
+            continue;
+        };
+        let o = g.overrides.get(n).cloned().unwrap_or_default();
+        let st = GraphStreamSettings {
+            poll_interval: g.poll_interval.unwrap_or(Duration::from_secs(300)),
+            overlap: o.overlap.or(g.overlap).unwrap_or(sp.default_overlap),
+            lag: o.lag.or(g.lag).unwrap_or(Duration::from_secs(300)),
+            backfill: o.backfill.or(g.backfill).unwrap_or(MAA_RETENTION),
+            recheck_unavailable: g
+                .recheck_unavailable
+                .unwrap_or(crate::sources::graph::stream::RECHECK_UNAVAILABLE),
+        };
+        if st.backfill > sp.retention {
+            is.add(
+                p(&format!("overrides.{n}.backfill")),
+                format!(
+                    "must be at most {} (the API's retention)",
+                    humantime::format_duration(sp.retention)
+                ),
+            );
+        }
+        if st.overlap > sp.retention {
+            is.add(
+                p(&format!("overrides.{n}.overlap")),
+                "must be shorter than the API's retention",
+            );
+        }
+        streams.push((sp, st));
+    }
+    if streams.is_empty() && g.streams.is_some() {
+        is.add(p("streams"), "lists no stream; set enabled = false instead");
+    }
+    if g.poll_interval.is_some_and(|d| d < Duration::from_secs(1)) {
+        is.add(p("poll_interval"), "must be at least 1s");
+    }
+    let rate = g.reports_requests_per_10s.unwrap_or(4);
+    if !(1..=5).contains(&rate) {
+        is.add(
+            p("reports_requests_per_10s"),
+            "must be 1 to 5: Microsoft allows 5 per 10 s per app per tenant",
+        );
+    }
+    Some(GraphSettings {
+        streams,
+        reports_requests_per_10s: rate,
     })
 }
 

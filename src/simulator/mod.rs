@@ -4,6 +4,7 @@
 //!
 //! Used by `auditkeeper demo`, `auditkeeper simulate --listen ADDR`, the tests and the benchmark.
 
+pub mod graph;
 pub mod records;
 mod routes;
 pub mod scenario;

@@ -54,6 +54,22 @@ pub struct Scenario {
     pub pad_records: bool,
     /// Content types whose listing answers 403 AF10001 (permission missing): a fatal code.
     pub forbidden_content_types: Vec<String>,
+    /// Graph activity-log records (all kinds together) available at start, over `graph_history_hours`.
+    pub graph_history_records: u64,
+    pub graph_history_hours: f64,
+    pub graph_live_records_per_sec: f64,
+    /// Fraction of Graph records that appear only some time after their event time.
+    pub graph_late_fraction: f64,
+    #[serde(with = "humantime_serde")]
+    pub graph_late_max: Duration,
+    /// Fraction of Graph records that change after first appearing (risk added, MFA merged).
+    pub graph_update_fraction: f64,
+    #[serde(with = "humantime_serde")]
+    pub graph_update_delay: Duration,
+    /// Without Entra ID P1/P2 sign-ins answer 403 Authentication_RequestFromNonPremiumTenantOrB2CTenant.
+    pub premium: bool,
+    /// Enforce 5 requests per 10 s on `auditLogs/*` with 429 + Retry-After.
+    pub graph_rate_limit: bool,
 }
 
 impl Default for Scenario {
@@ -88,6 +104,15 @@ impl Default for Scenario {
             clock_skew_secs: 0,
             pad_records: true,
             forbidden_content_types: Vec::new(),
+            graph_history_records: 0,
+            graph_history_hours: 24.0,
+            graph_live_records_per_sec: 0.0,
+            graph_late_fraction: 0.0,
+            graph_late_max: Duration::ZERO,
+            graph_update_fraction: 0.0,
+            graph_update_delay: Duration::from_secs(2),
+            premium: true,
+            graph_rate_limit: true,
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct Tenant {
     token_no: AtomicU64,
     /// Pre-rendered bodies (see `prerender`), so a benchmark measures the collector, not us.
     rendered: Mutex<HashMap<String, axum::body::Bytes>>,
+    /// The Graph activity logs of the same tenant.
+    pub graph: super::graph::GraphTenant,
 }
 
 impl Tenant {
@@ -98,10 +100,13 @@ impl Tenant {
             stats: Mutex::new(Stats::default()),
             fetched: Mutex::new(HashMap::new()),
             request_no: AtomicU64::new(0),
-            live_on: AtomicBool::new(scenario.live_records_per_sec > 0.0),
+            live_on: AtomicBool::new(
+                scenario.live_records_per_sec > 0.0 || scenario.graph_live_records_per_sec > 0.0,
+            ),
             live_debt: Mutex::new(0.0),
             token_no: AtomicU64::new(0),
             rendered: Mutex::new(HashMap::new()),
+            graph: super::graph::GraphTenant::new(&scenario, now),
             scenario,
         };
         let mut left = t.scenario.history_records;
@@ -155,6 +160,7 @@ impl Tenant {
         if !self.live_on.load(Ordering::Relaxed) {
             return;
         }
+        self.graph.tick(&self.scenario, elapsed, self.now());
         let per_blob = self.scenario.records_per_blob.max(1) as f64;
         let mut debt = self.live_debt.lock().expect("debt");
         *debt += self.scenario.live_records_per_sec * elapsed.as_secs_f64();

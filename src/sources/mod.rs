@@ -2,6 +2,9 @@
 //! `StreamHandle`, polls the API, and hands pages with their checkpoints to ingest. It never
 //! writes to the store itself.
 
+pub mod caller;
 pub mod clock;
+pub mod error;
+pub mod graph;
 pub mod management;
 pub mod record;

@@ -61,6 +61,7 @@ pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
         };
         records.push(PageRecord {
             key,
+            id_key: None,
             id,
             event_time_ms,
             raw,

@@ -41,8 +41,11 @@ pub struct IngestPage {
 
 #[derive(Debug, Clone)]
 pub struct PageRecord {
-    /// 16-byte dedupe key.
+    /// 16-byte dedupe key. For streams whose records change, it covers the content too.
     pub key: [u8; 16],
+    /// For such streams, the key of the id alone: a new `key` whose `id_key` was seen before is
+    /// an update of a known record (forwarded again, and counted as an update).
+    pub id_key: Option<[u8; 16]>,
     pub id: String,
     pub event_time_ms: i64,
     pub raw: Range<usize>,
@@ -53,6 +56,7 @@ pub struct IngestOutcome {
     pub new_records: usize,
     pub duplicates: usize,
     pub newly_listed: usize,
+    pub updates: usize,
     pub spooled_bytes: u64,
 }
 
@@ -79,6 +83,12 @@ impl Store {
                     if insert.execute(params![&rec.key[..], expires])? == 1 {
                         codec::encode_into(&mut data, &rec.id, rec.event_time_ms, &page.body[rec.raw.clone()]);
                         out.new_records += 1;
+                        if let Some(id_key) = &rec.id_key
+                            && insert.execute(params![&id_key[..], expires])? == 0
+                        {
+                            refresh.execute(params![&id_key[..], expires])?;
+                            out.updates += 1;
+                        }
                     } else {
                         // A re-delivery keeps the key alive for another TTL: Microsoft re-sends days later.
                         refresh.execute(params![&rec.key[..], expires])?;
@@ -123,14 +133,16 @@ impl Store {
             }
             tx.execute(
                 "UPDATE streams SET records_total = records_total + ?2, duplicates_total = duplicates_total + ?3,
-                        records_without_id = records_without_id + ?4, blobs_expired = blobs_expired + ?5
+                        records_without_id = records_without_id + ?4, blobs_expired = blobs_expired + ?5,
+                        updates_total = updates_total + ?6
                  WHERE stream = ?1",
                 params![
                     page.stream,
                     out.new_records as i64,
                     out.duplicates as i64,
                     records_without_id as i64,
-                    expired
+                    expired,
+                    out.updates as i64
                 ],
             )?;
             tx.commit()?;

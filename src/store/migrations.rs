@@ -78,6 +78,10 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     "#,
+    // v2: Graph and Azure streams forward each changed version of a record; count those.
+    r#"
+    ALTER TABLE streams ADD COLUMN updates_total INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub fn known_version() -> i64 {

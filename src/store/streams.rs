@@ -11,6 +11,7 @@ pub struct StreamCounters {
     pub duplicates_total: i64,
     pub records_without_id: i64,
     pub blobs_expired: i64,
+    pub updates_total: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -112,7 +113,7 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
     let mut stmt = c.prepare(
         "SELECT stream, tenant, source, name, cursor, cursor_updated_at, state, state_detail, last_success_at,
                 last_error, last_error_at, subscription_started_at, records_total, duplicates_total,
-                records_without_id, blobs_expired
+                records_without_id, blobs_expired, updates_total
          FROM streams ORDER BY stream",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -134,6 +135,7 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
                 duplicates_total: r.get(13)?,
                 records_without_id: r.get(14)?,
                 blobs_expired: r.get(15)?,
+                updates_total: r.get(16)?,
             },
             ledger: LedgerCounts::default(),
         })

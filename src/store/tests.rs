@@ -12,6 +12,7 @@ fn page(stream: &str, ids: &[&str], checkpoint: Checkpoint) -> IngestPage {
         body.extend_from_slice(raw.as_bytes());
         records.push(PageRecord {
             key: key_for_id(id),
+            id_key: None,
             id: id.to_string(),
             event_time_ms: 1,
             raw: start..body.len(),

@@ -118,7 +118,7 @@ impl ManagementStream {
             match self.list_all(shutdown).await {
                 Err(ListError::BadWindow(msg)) if !replanned => {
                     // The server clock moved (learned from `Date`); plan again once with it.
-                    tracing::warn!(stream = %self.handle.key.id, error = %msg, skew_ms = self.client.clock.offset_ms(), "window rejected; replanning with the server clock");
+                    tracing::warn!(stream = %self.handle.key.id, error = %msg, skew_ms = self.client.clock().offset_ms(), "window rejected; replanning with the server clock");
                     replanned = true;
                 }
                 Err(ListError::BadWindow(msg)) => return Err(CycleError::Retry(msg)),
@@ -167,7 +167,7 @@ impl ManagementStream {
         let s = &self.settings;
         let plan = protocol::plan_listing(
             cursor,
-            self.client.clock.now(),
+            self.client.clock().now(),
             s.backfill,
             s.overlap,
             s.retention_margin,
@@ -279,7 +279,7 @@ impl ManagementStream {
     }
 
     async fn fetch_one(&self, b: PendingBlob) -> Result<(), CycleError> {
-        let now_ms = self.client.clock.now().timestamp_millis();
+        let now_ms = self.client.clock().now().timestamp_millis();
         if b.content_expiration_ms.is_some_and(|e| e <= now_ms) {
             return self
                 .expired(

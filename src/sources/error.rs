@@ -1,0 +1,47 @@
+//! How a failed API call must be handled, shared by every source.
+
+use std::time::Duration;
+
+/// How a failed call must be handled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// AF429 (arrives as HTTP 403) or HTTP 429: back off, honouring Retry-After.
+    #[error("throttled by Microsoft ({code})")]
+    Throttled {
+        code: String,
+        retry_after: Option<Duration>,
+    },
+    /// 5xx, AF50000, timeouts, connection errors: retry with backoff.
+    #[error("transient error: {0}")]
+    Transient(String),
+    /// 401: refresh the token once.
+    #[error("unauthorized (401): {0}")]
+    Unauthorized(String),
+    /// The authority refused to issue a token (wrong secret, app deleted, no consent).
+    #[error("token request rejected: {0}")]
+    Credential(String),
+    /// AF20022/AF20023: (re)start the subscription, then retry.
+    #[error("subscription not enabled ({code}): {message}")]
+    NoSubscription { code: String, message: String },
+    /// AF20030/AF20055: the window is outside what the server accepts.
+    #[error("listing window rejected ({code}): {message}")]
+    BadWindow { code: String, message: String },
+    /// AF20051 (content older than 7 days) or AF20050 (not found): counted as expired.
+    #[error("content no longer available ({code}): {message}")]
+    Gone { code: String, message: String },
+    /// AF20031: the nextPage token was refused.
+    #[error("next page refused ({code}): {message}")]
+    BadPage { code: String, message: String },
+    /// The tenant lacks a licence or the app a permission: the stream is unavailable, others go on.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Anything that retrying cannot fix: stops this stream.
+    #[error("fatal API error {code}: {message}")]
+    Fatal { code: String, message: String },
+}
+
+impl ApiError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ApiError::Throttled { .. } | ApiError::Transient(_))
+    }
+}
