@@ -16,23 +16,13 @@ use auditkeeper::sources::record::key_for_id;
 use auditkeeper::store::{Checkpoint, IngestPage, PageRecord, Store};
 
 fn env_n(k: &str, d: u64) -> u64 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
 fn ingest_rate(n: u64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store
-        .register_stream(
-            "t/management/Audit.Exchange",
-            "t",
-            "management",
-            "Audit.Exchange",
-        )
-        .unwrap();
+    store.register_stream("t/management/Audit.Exchange", "t", "management", "Audit.Exchange").unwrap();
     let now = chrono::Utc::now();
     let per_page = 500u64;
     let pages: Vec<IngestPage> = (0..n / per_page)
@@ -40,8 +30,7 @@ fn ingest_rate(n: u64) -> f64 {
             let mut body = Vec::new();
             let mut recs = Vec::new();
             for i in 0..per_page {
-                let raw =
-                    records::render(7, "tid", "Audit.Exchange", 1, p, i as u32, now, false, true);
+                let raw = records::render(7, "tid", "Audit.Exchange", 1, p, i as u32, now, false, true);
                 let id = records::record_id(7, 1, p, i as u32);
                 let start = body.len();
                 body.extend_from_slice(raw.as_bytes());
@@ -121,19 +110,8 @@ fn stop(mut child: Child) {
 
 async fn start_sim(n: u64, records_per_blob: u32) -> (tempfile::TempDir, Simulator) {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = Scenario {
-        history_records: n,
-        records_per_blob,
-        page_size: 1000,
-        ..Scenario::default()
-    };
-    let sim = Simulator::start(
-        scenario,
-        "127.0.0.1:0".parse().unwrap(),
-        &dir.path().join("ca.pem"),
-    )
-    .await
-    .unwrap();
+    let scenario = Scenario { history_records: n, records_per_blob, page_size: 1000, ..Scenario::default() };
+    let sim = Simulator::start(scenario, "127.0.0.1:0".parse().unwrap(), &dir.path().join("ca.pem")).await.unwrap();
     (dir, sim)
 }
 
@@ -141,13 +119,8 @@ async fn end_to_end(n: u64) -> f64 {
     let (dir, sim) = start_sim(n, 500).await;
     let t = Instant::now();
     let sim_tenant = sim.tenant.clone();
-    tokio::task::spawn_blocking(move || sim_tenant.prerender())
-        .await
-        .unwrap();
-    println!(
-        "end_to_end: simulator pre-rendered {n} records in {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
+    tokio::task::spawn_blocking(move || sim_tenant.prerender()).await.unwrap();
+    println!("end_to_end: simulator pre-rendered {n} records in {:.1}s", t.elapsed().as_secs_f64());
     let expected = sim.tenant.truth().ids.len() as i64;
     let cfg = write_config(dir.path(), &sim, &unpaced()).unwrap();
     let state = dir.path().join("state");
@@ -155,10 +128,7 @@ async fn end_to_end(n: u64) -> f64 {
     let child = spawn_daemon(&cfg);
     let pid = child.id();
     while delivered(&state) < expected {
-        assert!(
-            t.elapsed() < Duration::from_secs(900),
-            "end-to-end run did not finish"
-        );
+        assert!(t.elapsed() < Duration::from_secs(900), "end-to-end run did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = t.elapsed().as_secs_f64();
@@ -176,10 +146,7 @@ async fn end_to_end(n: u64) -> f64 {
 /// The benchmark measures the collector, not Microsoft's quota: pacing is lifted to the older
 /// documented 60K requests/minute.
 fn unpaced() -> ConfigExtras {
-    ConfigExtras {
-        management: "fetch_concurrency = 8\nrequests_per_minute = 60000".into(),
-        ..ConfigExtras::default()
-    }
+    ConfigExtras { management: "fetch_concurrency = 8\nrequests_per_minute = 60000".into(), ..ConfigExtras::default() }
 }
 
 fn walk_bytes(p: &Path) -> u64 {
@@ -187,13 +154,7 @@ fn walk_bytes(p: &Path) -> u64 {
         return 0;
     };
     rd.flatten()
-        .map(|e| {
-            if e.path().is_dir() {
-                walk_bytes(&e.path())
-            } else {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            }
-        })
+        .map(|e| if e.path().is_dir() { walk_bytes(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) })
         .sum()
 }
 
@@ -212,10 +173,7 @@ async fn backlog_rss(n: u64) -> f64 {
     let _ = std::fs::remove_dir_all(&records);
     std::fs::write(&records, b"sink down").unwrap();
     while ingested(&state) < expected {
-        assert!(
-            t.elapsed() < Duration::from_secs(1800),
-            "backlog did not build"
-        );
+        assert!(t.elapsed() < Duration::from_secs(1800), "backlog did not build");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let at_full = vm_hwm_mb(pid);
@@ -226,10 +184,7 @@ async fn backlog_rss(n: u64) -> f64 {
     std::fs::remove_file(&records).unwrap();
     let t = Instant::now();
     while delivered(&state) < expected {
-        assert!(
-            t.elapsed() < Duration::from_secs(1800),
-            "backlog did not drain"
-        );
+        assert!(t.elapsed() < Duration::from_secs(1800), "backlog did not drain");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let rss = vm_hwm_mb(pid);
@@ -245,38 +200,18 @@ async fn backlog_rss(n: u64) -> f64 {
 fn main() {
     // `cargo bench` passes --bench; ignore arguments.
     auditkeeper::http::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!(
         "machine: {} cores; figures are single runs on a shared machine, compare as ratios",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     // Setting a size to 0 skips that phase (for profiling one of them).
-    let (ni, ne, nb) = (
-        env_n("AK_BENCH_INGEST", 200_000),
-        env_n("AK_BENCH_RECORDS", 300_000),
-        env_n("AK_BENCH_BACKLOG", 1_000_000),
-    );
+    let (ni, ne, nb) =
+        (env_n("AK_BENCH_INGEST", 200_000), env_n("AK_BENCH_RECORDS", 300_000), env_n("AK_BENCH_BACKLOG", 1_000_000));
     if ni > 0 {
         ingest_rate(ni);
     }
-    let e2e = if ne > 0 {
-        rt.block_on(end_to_end(ne))
-    } else {
-        0.0
-    };
-    let rss = if nb > 0 {
-        rt.block_on(backlog_rss(nb))
-    } else {
-        0.0
-    };
-    println!(
-        "end_to_end_records_per_sec={:.0} peak_rss_mb={:.0}",
-        e2e, rss
-    );
+    let e2e = if ne > 0 { rt.block_on(end_to_end(ne)) } else { 0.0 };
+    let rss = if nb > 0 { rt.block_on(backlog_rss(nb)) } else { 0.0 };
+    println!("end_to_end_records_per_sec={:.0} peak_rss_mb={:.0}", e2e, rss);
 }

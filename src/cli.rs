@@ -68,20 +68,12 @@ pub fn main() -> ExitCode {
         Cmd::Status { config } => status(&config),
         Cmd::Run { config } => run(&config),
         Cmd::Demo { output, records } => runtime().block_on(crate::demo::run(&output, records)),
-        Cmd::Simulate {
-            listen,
-            ca_out,
-            scenario,
-            hostile,
-        } => simulate(listen, ca_out, scenario, hostile),
+        Cmd::Simulate { listen, ca_out, scenario, hostile } => simulate(listen, ca_out, scenario, hostile),
     }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
@@ -186,18 +178,9 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
     });
 }
 
-fn simulate(
-    listen: SocketAddr,
-    ca_out: PathBuf,
-    scenario: Option<PathBuf>,
-    hostile: bool,
-) -> ExitCode {
+fn simulate(listen: SocketAddr, ca_out: PathBuf, scenario: Option<PathBuf>, hostile: bool) -> ExitCode {
     crate::telemetry::init_logging("text", "info");
-    let mut sc = if hostile {
-        crate::simulator::Scenario::hostile()
-    } else {
-        crate::simulator::Scenario::default()
-    };
+    let mut sc = if hostile { crate::simulator::Scenario::hostile() } else { crate::simulator::Scenario::default() };
     if let Some(p) = scenario {
         let text = match std::fs::read_to_string(&p) {
             Ok(t) => t,
@@ -224,18 +207,11 @@ fn simulate(
         };
         let s = &sim.tenant.scenario;
         println!("simulated tenant listening on {}", sim.base_url());
-        println!(
-            "  CA certificate: {}   (set [http] ca_file to it)",
-            ca_out.display()
-        );
+        println!("  CA certificate: {}   (set [http] ca_file to it)", ca_out.display());
         println!("  tenant_id: {}   client_id: {}", s.tenant_id, s.client_id);
         println!("  client secret: in the scenario (default \"sim-secret-do-not-use\")");
         println!("  endpoints: authority = management = {}", sim.base_url());
-        println!(
-            "  ground truth: {}/_sim/truth   request stats: {}/_sim/stats",
-            sim.base_url(),
-            sim.base_url()
-        );
+        println!("  ground truth: {}/_sim/truth   request stats: {}/_sim/stats", sim.base_url(), sim.base_url());
         let _ = tokio::signal::ctrl_c().await;
         ExitCode::SUCCESS
     })

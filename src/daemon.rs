@@ -44,19 +44,13 @@ pub struct Daemon {
 impl Daemon {
     pub async fn start(settings: &Settings) -> Result<Daemon, DaemonError> {
         crate::http::install_crypto_provider();
-        let store = Arc::new(tokio::task::block_in_place(|| {
-            Store::open(&settings.state_dir)
-        })?);
+        let store = Arc::new(tokio::task::block_in_place(|| Store::open(&settings.state_dir))?);
         let pipeline = Pipeline::new(store.clone(), settings.spool.clone());
         let shutdown = CancellationToken::new();
         let drain = CancellationToken::new();
         let deadline = Arc::new(std::sync::Mutex::new(None));
 
-        let names: Vec<String> = settings
-            .sinks
-            .iter()
-            .map(|s| s.name().to_string())
-            .collect();
+        let names: Vec<String> = settings.sinks.iter().map(|s| s.name().to_string()).collect();
         let dropped = tokio::task::block_in_place(|| store.ensure_sinks(&names))?;
         for d in dropped {
             tracing::warn!(sink = %d, "sink no longer configured: its delivery offset was removed");
@@ -65,9 +59,7 @@ impl Daemon {
         for s in &settings.sinks {
             let built = sinks::build(s)?;
             tracing::info!(sink = %built.name, "forwarder started");
-            forwarders.spawn(
-                Forwarder::new(pipeline.clone(), built).run(drain.clone(), deadline.clone()),
-            );
+            forwarders.spawn(Forwarder::new(pipeline.clone(), built).run(drain.clone(), deadline.clone()));
         }
 
         let http = crate::http::client(&settings.http)?;
@@ -87,9 +79,7 @@ impl Daemon {
                     m.fetch_concurrency,
                 ));
                 for ct in &m.content_types {
-                    let handle = pipeline
-                        .stream(StreamKey::new(&t.name, "management", ct))
-                        .await?;
+                    let handle = pipeline.stream(StreamKey::new(&t.name, "management", ct)).await?;
                     let s = ManagementStream::new(client.clone(), handle, ct.clone(), m.clone());
                     sources.spawn(s.run(shutdown.clone()));
                 }
@@ -99,27 +89,27 @@ impl Daemon {
                     http.clone(),
                     auth.clone(),
                     &t.endpoints.graph,
+                    &t.endpoints.arm,
                     g.reports_requests_per_10s,
                 ));
-                for (spec, st) in &g.streams {
-                    let handle = pipeline
-                        .stream(StreamKey::new(&t.name, "graph", spec.name))
-                        .await?;
+                for (spec, st, subscription) in &g.streams {
+                    let name = match subscription {
+                        Some(sub) => format!("{}-{sub}", spec.name),
+                        None => spec.name.to_string(),
+                    };
+                    let handle = pipeline.stream(StreamKey::new(&t.name, "graph", &name)).await?;
                     let s = GraphStream {
                         client: client.clone(),
                         handle,
                         spec,
                         settings: st.clone(),
+                        subscription: subscription.clone(),
                     };
                     sources.spawn(s.run(shutdown.clone()));
                 }
             }
         }
-        tracing::info!(
-            streams = sources.len(),
-            sinks = settings.sinks.len(),
-            "collector started"
-        );
+        tracing::info!(streams = sources.len(), sinks = settings.sinks.len(), "collector started");
         let maintenance = tokio::spawn(maintenance::run(pipeline.clone(), drain.clone()));
         Ok(Daemon {
             shutdown,

@@ -22,11 +22,7 @@ pub struct ConfigExtras {
 }
 
 /// Writes a config that points every endpoint at the simulator.
-pub fn write_config(
-    dir: &Path,
-    sim: &Simulator,
-    extras: &ConfigExtras,
-) -> std::io::Result<std::path::PathBuf> {
+pub fn write_config(dir: &Path, sim: &Simulator, extras: &ConfigExtras) -> std::io::Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let secret = dir.join("client-secret");
     std::fs::write(&secret, &sim.tenant.scenario.client_secret)?;
@@ -56,6 +52,7 @@ client_secret_file = "{secret}"
 authority = "{base}"
 management = "{base}"
 graph = "{base}"
+arm = "{base}"
 
 [tenants.management_activity]
 content_types = [{cts}]
@@ -78,21 +75,12 @@ path = "{records}"
         client_id = s.client_id,
         secret = secret.display(),
         base = sim.base_url(),
-        cts = s
-            .content_types
-            .iter()
-            .map(|c| format!("{c:?}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        cts = s.content_types.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", "),
         records = dir.join("records").display(),
         management = extras.management,
         sink = extras.sink,
         spool = extras.spool,
-        graph = if extras.graph.is_empty() {
-            "enabled = false"
-        } else {
-            extras.graph.as_str()
-        },
+        graph = if extras.graph.is_empty() { "enabled = false" } else { extras.graph.as_str() },
     );
     let path = dir.join("auditkeeper.toml");
     std::fs::write(&path, text)?;
@@ -145,17 +133,8 @@ async fn run_inner(out: &Path, records: u64) -> Result<bool, Box<dyn std::error:
         subscriptions_enabled: false,
         ..Scenario::default()
     };
-    let sim = Simulator::start(
-        scenario,
-        "127.0.0.1:0".parse()?,
-        &out.join("simulator-ca.pem"),
-    )
-    .await?;
-    println!(
-        "demo: simulated tenant at {} with {} records over 3 days (+300 records/s live)",
-        sim.base_url(),
-        records
-    );
+    let sim = Simulator::start(scenario, "127.0.0.1:0".parse()?, &out.join("simulator-ca.pem")).await?;
+    println!("demo: simulated tenant at {} with {} records over 3 days (+300 records/s live)", sim.base_url(), records);
     println!(
         "demo: quirks on: paging, AF429-as-403 throttling, 5xx, duplicate Ids, late blobs, expired blobs, disabled subscriptions"
     );
@@ -187,10 +166,7 @@ async fn run_inner(out: &Path, records: u64) -> Result<bool, Box<dyn std::error:
         );
         if frozen {
             let truth = sim.tenant.truth();
-            let visible = sim
-                .tenant
-                .last_visible_at()
-                .is_none_or(|t| t < sim.tenant.now());
+            let visible = sim.tenant.last_visible_at().is_none_or(|t| t < sim.tenant.now());
             if visible && pending == 0 && backlog == 0 && delivered as usize >= truth.ids.len() {
                 break true;
             }

@@ -23,14 +23,10 @@ pub fn client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError
         .pool_idle_timeout(Duration::from_secs(60))
         .gzip(true);
     if let Some(ca) = &settings.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| HttpSetupError::Ca {
-            path: ca.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| HttpSetupError::Ca {
-            path: ca.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let pem = std::fs::read(ca)
+            .map_err(|e| HttpSetupError::Ca { path: ca.display().to_string(), message: e.to_string() })?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| HttpSetupError::Ca { path: ca.display().to_string(), message: e.to_string() })?;
         b = b.add_root_certificate(cert);
     }
     b.build().map_err(|e| HttpSetupError::Build(e.to_string()))

@@ -11,10 +11,7 @@ fn ago(now: i64, t: Option<i64>) -> String {
         None => "never".into(),
         Some(t) => {
             let secs = ((now - t).max(0) / 1000) as u64;
-            format!(
-                "{} ago",
-                humantime::format_duration(std::time::Duration::from_secs(secs))
-            )
+            format!("{} ago", humantime::format_duration(std::time::Duration::from_secs(secs)))
         }
     }
 }
@@ -33,10 +30,8 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
             .as_deref()
             .and_then(crate::sources::management::protocol::parse_cursor)
             .map(|c| {
-                humantime::format_duration(std::time::Duration::from_secs(
-                    (now / 1000 - c.timestamp()).max(0) as u64,
-                ))
-                .to_string()
+                humantime::format_duration(std::time::Duration::from_secs((now / 1000 - c.timestamp()).max(0) as u64))
+                    .to_string()
             })
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
@@ -46,11 +41,7 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
             s.state,
             s.state_detail.map(|d| format!(" {d}")).unwrap_or_default()
         );
-        let _ = writeln!(
-            out,
-            "    cursor: {}   lag: {lag}",
-            s.cursor.as_deref().unwrap_or("(none yet)")
-        );
+        let _ = writeln!(out, "    cursor: {}   lag: {lag}", s.cursor.as_deref().unwrap_or("(none yet)"));
         let _ = writeln!(out, "    last success: {}", ago(now, s.last_success_at));
         match (&s.last_error, s.last_error_at) {
             (Some(e), at) if at >= s.last_success_at => {
@@ -75,11 +66,7 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
         }
     }
     let size = store.spool_size()?;
-    let _ = writeln!(
-        out,
-        "spool: {} records, {} bytes in {} rows",
-        size.records, size.bytes, size.rows
-    );
+    let _ = writeln!(out, "spool: {} records, {} bytes in {} rows", size.records, size.bytes, size.rows);
     let _ = writeln!(out, "sinks:");
     for b in store.backlogs()? {
         let _ = writeln!(

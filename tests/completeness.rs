@@ -11,12 +11,8 @@ use common::{Harness, assert_exactly_once};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_once_across_paging_late_blobs_duplicates_throttling_and_5xx() {
-    let scenario = Scenario {
-        history_records: 8_000,
-        records_per_blob: 50,
-        live_records_per_sec: 400.0,
-        ..Scenario::hostile()
-    };
+    let scenario =
+        Scenario { history_records: 8_000, records_per_blob: 50, live_records_per_sec: 400.0, ..Scenario::hostile() };
     let h = Harness::new(scenario, ConfigExtras::default()).await;
     let daemon = Daemon::start(&h.settings()).await.expect("daemon");
 
@@ -39,42 +35,20 @@ async fn every_record_once_across_paging_late_blobs_duplicates_throttling_and_5x
         stats.requests_without_publisher, 0,
         "PublisherIdentifier must be on every call, blob downloads included"
     );
-    assert!(
-        stats.blobs_fetched_twice.is_empty(),
-        "blobs fetched twice: {:?}",
-        stats.blobs_fetched_twice
-    );
-    assert!(
-        stats.throttled > 0 && stats.server_errors > 0,
-        "the scenario must have thrown faults: {stats:?}"
-    );
-    assert!(
-        stats.token_requests >= 2,
-        "a revoked token must be replaced"
-    );
-    assert!(
-        h.sim.tenant.subscriptions().iter().all(|(_, s)| s.enabled),
-        "subscriptions were (re)started"
-    );
+    assert!(stats.blobs_fetched_twice.is_empty(), "blobs fetched twice: {:?}", stats.blobs_fetched_twice);
+    assert!(stats.throttled > 0 && stats.server_errors > 0, "the scenario must have thrown faults: {stats:?}");
+    assert!(stats.token_requests >= 2, "a revoked token must be replaced");
+    assert!(h.sim.tenant.subscriptions().iter().all(|(_, s)| s.enabled), "subscriptions were (re)started");
     // Expired blobs are counted per stream, never skipped silently.
     assert!(truth.expired_blobs > 0);
-    assert_eq!(
-        h.stream_sum(|s| s.counters.blobs_expired),
-        truth.expired_blobs as i64
-    );
+    assert_eq!(h.stream_sum(|s| s.counters.blobs_expired), truth.expired_blobs as i64);
     // Every re-delivered Id was dropped by dedupe, and only those.
-    assert_eq!(
-        h.stream_sum(|s| s.counters.records_total),
-        truth.ids.len() as i64
-    );
+    assert_eq!(h.stream_sum(|s| s.counters.records_total), truth.ids.len() as i64);
     assert_eq!(
         h.stream_sum(|s| s.counters.duplicates_total),
         (truth.records_in_fetchable_blobs - truth.ids.len() as u64) as i64
     );
-    assert!(
-        truth.records_in_fetchable_blobs > truth.ids.len() as u64,
-        "the scenario re-delivered Ids"
-    );
+    assert!(truth.records_in_fetchable_blobs > truth.ids.len() as u64, "the scenario re-delivered Ids");
     for id in &truth.expired_only_ids {
         assert!(!got.contains_key(id));
     }
@@ -85,12 +59,8 @@ async fn every_record_once_across_paging_late_blobs_duplicates_throttling_and_5x
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_clock_far_ahead_is_learned_from_the_date_header() {
     // Two hours of skew would push a locally computed 7-day start out of the legal range.
-    let scenario = Scenario {
-        history_records: 1_500,
-        history_days: 6.9,
-        clock_skew_secs: 7_200,
-        ..Scenario::default()
-    };
+    let scenario =
+        Scenario { history_records: 1_500, history_days: 6.9, clock_skew_secs: 7_200, ..Scenario::default() };
     let h = Harness::new(scenario, ConfigExtras::default()).await;
     let daemon = Daemon::start(&h.settings()).await.expect("daemon");
     let got = h.wait_complete(Duration::from_secs(60)).await;
@@ -112,17 +82,8 @@ async fn new_subscription_reports_warming_up_not_an_error() {
     // Read while the daemon runs, as an operator would.
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
     daemon.stop().await;
-    assert_eq!(
-        status
-            .matches("[warming_up] subscription started recently")
-            .count(),
-        5,
-        "{status}"
-    );
-    assert!(
-        !status.contains("last error"),
-        "warm-up is not an error:\n{status}"
-    );
+    assert_eq!(status.matches("[warming_up] subscription started recently").count(), 5, "{status}");
+    assert!(!status.contains("last error"), "warm-up is not an error:\n{status}");
     assert!(h.delivered().is_empty());
     assert!(h.sim.tenant.subscriptions().iter().all(|(_, s)| s.enabled));
 }

@@ -40,21 +40,14 @@ fn validate(dir: &Path, text: &str) -> (bool, String) {
         .env_remove("SECRET_VAR")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains(SECRET), "secret leaked: {text}");
     (out.status.success(), text)
 }
 
 fn expect_error(dir: &Path, text: &str, needle: &str) {
     let (ok, out) = validate(dir, text);
-    assert!(
-        !ok,
-        "expected failure containing {needle:?}, got success: {out}"
-    );
+    assert!(!ok, "expected failure containing {needle:?}, got success: {out}");
     assert!(out.contains(needle), "expected {needle:?} in:\n{out}");
 }
 
@@ -65,29 +58,52 @@ fn a_good_config_validates_and_each_mistake_names_its_key() {
     let good = base(dir);
     let (ok, out) = validate(dir, &good);
     assert!(ok, "{out}");
-    assert!(out.contains("OK (1 tenants, 10 streams, 1 sinks)"), "{out}");
+    assert!(out.contains("OK (1 tenants, 13 streams, 1 sinks)"), "{out}");
 
     let missing = dir.join("nope.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
-        .args(["validate", "--config"])
-        .arg(&missing)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_auditkeeper")).args(["validate", "--config"]).arg(&missing).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("file not found"));
 
     let cases: Vec<(String, &str)> = vec![
-        (good.replace("7b3f5c1e-9a2d-4e8f-b6c4-2d1e0f9a8b7c", "contoso.onmicrosoft"), "tenants[0].tenant_id: \"contoso.onmicrosoft\" is not a GUID"),
+        (
+            good.replace("7b3f5c1e-9a2d-4e8f-b6c4-2d1e0f9a8b7c", "contoso.onmicrosoft"),
+            "tenants[0].tenant_id: \"contoso.onmicrosoft\" is not a GUID",
+        ),
         (good.replace("/secret\"", "/absent\""), "tenants[0].client_secret_file: file not found"),
-        (good.replace("client_secret_file", "client_secret_env = \"SECRET_VAR\"\nclient_secret_file"), "set client_secret_file or client_secret_env, not both"),
-        (good.replace(&format!("client_secret_file = \"{}\"", dir.join("secret").display()), "client_secret_env = \"SECRET_VAR\""), "tenants[0].client_secret_env: environment variable SECRET_VAR is not set"),
-        (good.replace("client_id = \"5a1c7e3b-2f4d-4b6a-9c8e-1d0f2e3a4b5c\"\n", ""), "tenants[0].client_id: is required"),
-        (format!("{good}\n[tenants.management_activity]\ncontent_types = [\"Audit.Exchange\", \"Audit.Teams\"]\n").replace("[[sinks]]", "[[sinks_unused]]").replace("[[sinks_unused]]", "[[sinks]]"), "tenants[0].management_activity.content_types[1]: \"Audit.Teams\" is not one of"),
+        (
+            good.replace("client_secret_file", "client_secret_env = \"SECRET_VAR\"\nclient_secret_file"),
+            "set client_secret_file or client_secret_env, not both",
+        ),
+        (
+            good.replace(
+                &format!("client_secret_file = \"{}\"", dir.join("secret").display()),
+                "client_secret_env = \"SECRET_VAR\"",
+            ),
+            "tenants[0].client_secret_env: environment variable SECRET_VAR is not set",
+        ),
+        (
+            good.replace("client_id = \"5a1c7e3b-2f4d-4b6a-9c8e-1d0f2e3a4b5c\"\n", ""),
+            "tenants[0].client_id: is required",
+        ),
+        (
+            format!("{good}\n[tenants.management_activity]\ncontent_types = [\"Audit.Exchange\", \"Audit.Teams\"]\n")
+                .replace("[[sinks]]", "[[sinks_unused]]")
+                .replace("[[sinks_unused]]", "[[sinks]]"),
+            "tenants[0].management_activity.content_types[1]: \"Audit.Teams\" is not one of",
+        ),
         (format!("{good}\n[spool]\nseen_ttl = \"7d\"\n"), "spool.seen_ttl: must be longer than the API's 7-day window"),
         (format!("{good}\n[spool]\nmax_bytes = \"lots\"\n"), "not a size"),
         (good.split("[[sinks]]").next().unwrap().to_string(), "sinks: at least one [[sinks]] entry is required"),
-        (good.replace("[[sinks]]", "[tenants.endpoints]\nauthority = \"http://login.example\"\n\n[[sinks]]"), "tenants[0].endpoints.authority: \"http://login.example\" must be an https:// URL"),
-        (good.replace("[[sinks]]", "[tenants.management_activity]\nbackfill = \"8d\"\n\n[[sinks]]"), "tenants[0].management_activity.backfill: must be at most 7d"),
+        (
+            good.replace("[[sinks]]", "[tenants.endpoints]\nauthority = \"http://login.example\"\n\n[[sinks]]"),
+            "tenants[0].endpoints.authority: \"http://login.example\" must be an https:// URL",
+        ),
+        (
+            good.replace("[[sinks]]", "[tenants.management_activity]\nbackfill = \"8d\"\n\n[[sinks]]"),
+            "tenants[0].management_activity.backfill: must be at most 7d",
+        ),
         (good.replace("name = \"archive\"", "name = \"archive\"\nrotate_byts = 5"), "unknown field `rotate_byts`"),
         (good.replace("type = \"file\"", "type = \"carrier-pigeon\""), "carrier-pigeon"),
         (format!("{good}\n[log]\nformat = \"xml\"\n"), "log.format: must be \"text\" or \"json\""),
@@ -102,17 +118,10 @@ fn a_good_config_validates_and_each_mistake_names_its_key() {
 fn a_world_readable_secret_file_is_a_warning() {
     let d = tempfile::tempdir().unwrap();
     let good = base(d.path());
-    std::fs::set_permissions(
-        d.path().join("secret"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    std::fs::set_permissions(d.path().join("secret"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let (ok, out) = validate(d.path(), &good);
     assert!(ok, "{out}");
-    assert!(
-        out.contains("warning: tenants[0].client_secret_file:") && out.contains("world-readable"),
-        "{out}"
-    );
+    assert!(out.contains("warning: tenants[0].client_secret_file:") && out.contains("world-readable"), "{out}");
 }
 
 #[test]
@@ -125,27 +134,14 @@ fn a_database_from_a_newer_version_is_refused_untouched() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let before = std::fs::read(&db).unwrap();
-    let err = auditkeeper::store::Store::open(&state)
-        .err()
-        .expect("must refuse");
+    let err = auditkeeper::store::Store::open(&state).err().expect("must refuse");
     let msg = err.to_string();
-    assert!(
-        msg.contains("newer auditkeeper") && msg.contains("schema version 99"),
-        "{msg}"
-    );
-    assert_eq!(
-        std::fs::read(&db).unwrap(),
-        before,
-        "the database must not be altered"
-    );
+    assert!(msg.contains("newer auditkeeper") && msg.contains("schema version 99"), "{msg}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the database must not be altered");
     // `status` refuses too, with the same clear message.
     let cfg = d.path().join("c.toml");
     std::fs::write(&cfg, base(d.path())).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
-        .args(["status", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_auditkeeper")).args(["status", "--config"]).arg(&cfg).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("newer auditkeeper"));
 }
@@ -162,10 +158,7 @@ fn environment_variables_override_the_file() {
             .env(k, v)
             .output()
             .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
     };
     let (ok, err) = run("AUDITKEEPER__LOG__FORMAT", "xml");
     assert!(!ok && err.contains("log.format"), "{err}");

@@ -31,10 +31,7 @@ async fn kill_9_during_heavy_ingest_loses_nothing() {
         duplicate_fraction: 0.02,
         ..Scenario::default()
     };
-    let extras = ConfigExtras {
-        sink: format!("batch = {{ max_records = {BATCH} }}"),
-        ..ConfigExtras::default()
-    };
+    let extras = ConfigExtras { sink: format!("batch = {{ max_records = {BATCH} }}"), ..ConfigExtras::default() };
     let h = Harness::new(scenario, extras).await;
     let total = h.sim.tenant.truth().ids.len();
 
@@ -56,11 +53,7 @@ async fn kill_9_during_heavy_ingest_loses_nothing() {
             .arg(&h.config)
             .output()
             .expect("status");
-        assert!(
-            status.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        assert!(status.status.success(), "status failed: {}", String::from_utf8_lossy(&status.stderr));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         kills += 1;
@@ -69,36 +62,21 @@ async fn kill_9_during_heavy_ingest_loses_nothing() {
         }
     }
     assert!(killed_with_progress >= 2, "kills must land during ingest");
-    assert!(
-        common::count_lines(&h.records_dir()) < total + kills * BATCH,
-        "the kills happened before the end"
-    );
+    assert!(common::count_lines(&h.records_dir()) < total + kills * BATCH, "the kills happened before the end");
 
     // A final run to completion, stopped with SIGTERM: it must exit 0.
     let mut child = spawn(&h);
     let got = h.wait_complete(Duration::from_secs(180)).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let exit = child.wait().expect("wait");
-    assert!(
-        exit.success(),
-        "graceful shutdown must exit 0, got {exit:?}"
-    );
+    assert!(exit.success(), "graceful shutdown must exit 0, got {exit:?}");
 
     let truth = h.sim.tenant.truth();
     let missing = truth.ids.iter().filter(|i| !got.contains_key(*i)).count();
     assert_eq!(missing, 0);
     let duplicates: usize = got.values().map(|n| (*n - 1) as usize).sum();
-    assert!(
-        duplicates <= kills * BATCH,
-        "{duplicates} duplicates after {kills} kills: more than one batch per kill"
-    );
-    eprintln!(
-        "{kills} kills ({killed_with_progress} mid-ingest), {duplicates} duplicates, {total} records"
-    );
+    assert!(duplicates <= kills * BATCH, "{duplicates} duplicates after {kills} kills: more than one batch per kill");
+    eprintln!("{kills} kills ({killed_with_progress} mid-ingest), {duplicates} duplicates, {total} records");
     let lines = common::count_lines(&h.records_dir());
-    assert_eq!(
-        lines,
-        total + duplicates,
-        "no torn or foreign lines in the output"
-    );
+    assert_eq!(lines, total + duplicates, "no torn or foreign lines in the output");
 }

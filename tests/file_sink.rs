@@ -29,25 +29,16 @@ fn files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_files_are_gzipped_and_envelopes_carry_metadata_around_the_exact_record() {
-    let scenario = Scenario {
-        history_records: 6_000,
-        content_types: vec!["Audit.Exchange".into()],
-        ..Scenario::default()
-    };
-    let extras = ConfigExtras {
-        sink: "rotate_bytes = \"1MiB\"\nenvelope = true".into(),
-        ..ConfigExtras::default()
-    };
+    let scenario =
+        Scenario { history_records: 6_000, content_types: vec!["Audit.Exchange".into()], ..Scenario::default() };
+    let extras = ConfigExtras { sink: "rotate_bytes = \"1MiB\"\nenvelope = true".into(), ..ConfigExtras::default() };
     let h = Harness::new(scenario, extras).await;
     let daemon = Daemon::start(&h.settings()).await.expect("daemon");
     let got = h.wait_complete(Duration::from_secs(60)).await;
     // Compression of closed files runs in the background.
     let start = std::time::Instant::now();
     while files(&h.records_dir(), ".jsonl").len() > 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "closed files were not compressed"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "closed files were not compressed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     daemon.stop().await;
@@ -55,22 +46,13 @@ async fn rotated_files_are_gzipped_and_envelopes_carry_metadata_around_the_exact
 
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let gz = files(&h.records_dir(), ".jsonl.gz");
-    assert!(
-        gz.len() >= 5,
-        "6000 records of ~1.6 KB in 1 MiB files: {gz:?}"
-    );
+    assert!(gz.len() >= 5, "6000 records of ~1.6 KB in 1 MiB files: {gz:?}");
     let open = files(&h.records_dir(), ".jsonl");
     assert_eq!(open.len(), 1, "only the current file stays uncompressed");
     let expected_dir = h.records_dir().join("contoso/management/Audit.Exchange");
     for f in gz.iter().chain(open.iter()) {
         assert_eq!(f.parent().unwrap(), expected_dir);
-        assert!(
-            f.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("{day}-")),
-            "{f:?}"
-        );
+        assert!(f.file_name().unwrap().to_string_lossy().starts_with(&format!("{day}-")), "{f:?}");
     }
     // Envelope: metadata beside the record, the record byte for byte as the simulator served it.
     let lines = auditkeeper::sinks::file::read::read_lines(&h.records_dir()).unwrap();
@@ -116,8 +98,7 @@ async fn a_fatal_code_stops_only_its_stream() {
     // Everything but SharePoint arrives.
     let truth_others: Vec<String> = {
         let all = h.sim.tenant.truth().ids;
-        let sp: std::collections::HashSet<String> =
-            h.sim.tenant.ids_of(sharepoint).into_iter().collect();
+        let sp: std::collections::HashSet<String> = h.sim.tenant.ids_of(sharepoint).into_iter().collect();
         all.into_iter().filter(|i| !sp.contains(i)).collect()
     };
     loop {
@@ -125,30 +106,17 @@ async fn a_fatal_code_stops_only_its_stream() {
         if truth_others.iter().all(|i| got.contains_key(i)) {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "other streams did not complete"
-        );
+        assert!(start.elapsed() < Duration::from_secs(60), "other streams did not complete");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
     daemon.stop().await;
     if std::env::var_os("AK_DEBUG").is_some() {
         eprintln!("{status}");
-        let _ = std::process::Command::new("find")
-            .arg(h.records_dir())
-            .status();
+        let _ = std::process::Command::new("find").arg(h.records_dir()).status();
     }
     assert_exactly_once(&truth_others, &h.delivered());
-    let line = status
-        .lines()
-        .skip_while(|l| !l.contains("Audit.SharePoint"))
-        .take(5)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let line = status.lines().skip_while(|l| !l.contains("Audit.SharePoint")).take(5).collect::<Vec<_>>().join("\n");
     assert!(line.contains("[stopped] AF10001"), "{status}");
-    assert!(
-        line.contains("ActivityFeed.Read"),
-        "the message says what to fix: {line}"
-    );
+    assert!(line.contains("ActivityFeed.Read"), "the message says what to fix: {line}");
 }

@@ -20,25 +20,34 @@ fn canon(json: &str) -> String {
     s
 }
 
-/// Delivered Graph records: id -> canonical contents, in delivery order.
+/// Delivered Graph records: identity -> canonical contents, in delivery order.
 fn delivered(h: &Harness) -> HashMap<String, Vec<String>> {
     let mut m: HashMap<String, Vec<String>> = HashMap::new();
-    for line in
-        auditkeeper::sinks::file::read::read_lines(&h.records_dir().join("contoso/graph")).unwrap()
-    {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
+    for line in auditkeeper::sinks::file::read::read_lines(&h.records_dir().join("contoso/graph")).unwrap() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        // The identity each stream dedupes on.
+        let id = match (v.get("eventDataId"), v.get("recipientAddress")) {
+            (Some(e), _) => e.as_str().unwrap().to_string(),
+            (_, Some(r)) => format!("{}|{}", v["id"].as_str().unwrap(), r.as_str().unwrap()),
+            _ => v["id"].as_str().unwrap().to_string(),
         };
-        let id = v["id"].as_str().unwrap().to_string();
         m.entry(id).or_default().push(canon(&line));
     }
     m
 }
 
+/// The simulated tenant's Azure subscription (seed 42).
+fn subscription() -> String {
+    auditkeeper::simulator::records::guid(42, 77)
+}
+
 fn extras() -> ConfigExtras {
     ConfigExtras {
         // Default pacing (4 per 10 s) leaves a margin under Microsoft's 5 for network jitter.
-        graph: "poll_interval = \"1s\"\nlag = \"0s\"\noverlap = \"1h\"\nbackfill = \"1d\"".into(),
+        graph: format!(
+            "poll_interval = \"1s\"\nlag = \"0s\"\noverlap = \"1h\"\nbackfill = \"1d\"\nazure_subscriptions = [\"{}\"]",
+            subscription()
+        ),
         ..ConfigExtras::default()
     }
 }
@@ -63,26 +72,24 @@ async fn every_version_of_every_record_once_within_the_rate_limit() {
     let start = Instant::now();
     let (truth, got) = loop {
         let truth = h.sim.tenant.graph.truth(h.sim.tenant.now());
-        let settled = h
-            .sim
-            .tenant
-            .graph
-            .last_visible_at()
-            .is_none_or(|t| t < h.sim.tenant.now());
+        let settled = h.sim.tenant.graph.last_visible_at().is_none_or(|t| t < h.sim.tenant.now());
         let got = delivered(&h);
-        let complete = truth.values().all(|(e, versions)| {
-            got.get(&e.id)
-                .is_some_and(|d| d.contains(&canon(versions.last().unwrap())))
-        });
+        let complete = truth
+            .values()
+            .all(|(e, versions)| got.get(&e.key()).is_some_and(|d| d.contains(&canon(versions.last().unwrap()))));
         if settled && complete {
             break (truth, got);
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(150),
-            "incomplete: {} of {} records",
-            got.len(),
-            truth.len()
-        );
+        if start.elapsed() > Duration::from_secs(150) {
+            let mut missing: HashMap<usize, usize> = HashMap::new();
+            for (e, versions) in truth.values() {
+                if !got.get(&e.key()).is_some_and(|d| d.contains(&canon(versions.last().unwrap()))) {
+                    *missing.entry(e.kind).or_default() += 1;
+                }
+            }
+            let status = auditkeeper::status::render(&h.state_dir()).unwrap_or_default();
+            panic!("incomplete: {} of {} records; missing by kind {missing:?}\n{status}", got.len(), truth.len());
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
@@ -94,36 +101,21 @@ async fn every_version_of_every_record_once_within_the_rate_limit() {
     for (id, contents) in &got {
         assert!(ids.contains(id), "unknown record {id}");
         let distinct: HashSet<&String> = contents.iter().collect();
-        assert_eq!(
-            distinct.len(),
-            contents.len(),
-            "a version of {id} was delivered twice (key order is not a change)"
-        );
+        assert_eq!(distinct.len(), contents.len(), "a version of {id} was delivered twice (key order is not a change)");
         let allowed: HashSet<String> = truth[id].1.iter().map(|v| canon(v)).collect();
-        assert!(
-            distinct.iter().all(|c| allowed.contains(*c)),
-            "{id} delivered a version the simulator never served"
-        );
+        assert!(distinct.iter().all(|c| allowed.contains(*c)), "{id} delivered a version the simulator never served");
         versions_delivered += contents.len();
     }
     assert_eq!(got.len(), truth.len());
-    let updates = h.stream_sum(|s| {
-        if s.source == "graph" {
-            s.counters.updates_total
-        } else {
-            0
-        }
-    });
+    let updates = h.stream_sum(|s| if s.source == "graph" { s.counters.updates_total } else { 0 });
     assert_eq!(
         updates as usize,
         versions_delivered - got.len(),
         "each re-delivered changed version counts as an update"
     );
-    assert!(
-        updates > 0,
-        "the scenario changed records after first delivery"
-    );
+    assert!(updates > 0, "the scenario changed records after first delivery");
     assert!(status.contains("updates of known records"), "{status}");
+    let activity = format!("azure_activity-{}", subscription());
     for kind in [
         "signins_interactive",
         "signins_noninteractive",
@@ -131,17 +123,19 @@ async fn every_version_of_every_record_once_within_the_rate_limit() {
         "signins_managed_identity",
         "directory_audits",
         "provisioning",
+        "risk_detections",
+        "security_alerts",
+        "message_trace",
+        activity.as_str(),
     ] {
-        assert!(
-            h.records_dir().join("contoso/graph").join(kind).exists(),
-            "no output for {kind}"
-        );
+        assert!(h.records_dir().join("contoso/graph").join(kind).exists(), "no output for {kind}");
     }
+    // Two recipients of one message are two records (dedupe key id + recipient).
+    let traces: Vec<&String> = got.keys().filter(|k| k.contains('|')).collect();
+    let trace_ids: HashSet<&str> = traces.iter().map(|k| k.split('|').next().unwrap()).collect();
+    assert!(trace_ids.len() < traces.len(), "paired message-trace rows must both arrive");
     let stats = h.sim.tenant.graph.stats();
-    assert_eq!(
-        stats.throttled, 0,
-        "steady state must stay under the limit: {stats:?}"
-    );
+    assert_eq!(stats.throttled, 0, "steady state must stay under the limit: {stats:?}");
     assert!(stats.max_requests_per_10s <= 5, "{stats:?}");
 }
 
@@ -163,34 +157,28 @@ async fn a_tenant_without_p1_p2_keeps_its_other_streams_flowing() {
         .graph
         .truth(h.sim.tenant.now())
         .into_values()
-        .filter(|(e, _)| e.kind >= 4)
-        .map(|(e, _)| e.id)
+        // Audits, provisioning, alerts, message trace and activity need no P1/P2; risk detections do.
+        .filter(|(e, _)| matches!(e.kind, 4 | 5 | 7 | 8 | 9))
+        .map(|(e, _)| e.key())
         .collect();
     let status = loop {
         let got = delivered(&h);
         let status = auditkeeper::status::render(&h.state_dir()).unwrap();
-        if want.iter().all(|i| got.contains_key(i)) && status.matches("[unavailable]").count() == 4
-        {
+        if want.iter().all(|i| got.contains_key(i)) && status.matches("[unavailable]").count() == 5 {
             assert_eq!(got.len(), want.len(), "no sign-in can arrive without P1/P2");
             break status;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "audits and provisioning did not complete:\n{status}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(90), "audits and provisioning did not complete:\n{status}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     daemon.stop().await;
-    let signin_blocks: Vec<&str> = status
+    let blocks: Vec<&str> = status
         .split("  contoso/")
-        .filter(|b| b.starts_with("graph/signins_"))
+        .filter(|b| b.starts_with("graph/signins_") || b.starts_with("graph/risk_detections"))
         .collect();
-    assert_eq!(signin_blocks.len(), 4, "{status}");
-    for b in signin_blocks {
+    assert_eq!(blocks.len(), 5, "{status}");
+    for b in blocks {
         assert!(b.contains("[unavailable]") && b.contains("P1/P2"), "{b}");
-        assert!(
-            b.contains("AuditLog.Read.All"),
-            "status names what is needed: {b}"
-        );
+        assert!(b.contains("AuditLog.Read.All") || b.contains("IdentityRiskEvent.Read.All"), "names what is needed: {b}");
     }
 }

@@ -19,10 +19,7 @@ async fn stop_mid_backfill_and_start_again_loses_and_doubles_nothing() {
         latency: Duration::from_millis(5),
         ..Scenario::default()
     };
-    let extras = ConfigExtras {
-        management: "fetch_concurrency = 2".into(),
-        ..ConfigExtras::default()
-    };
+    let extras = ConfigExtras { management: "fetch_concurrency = 2".into(), ..ConfigExtras::default() };
     let h = Harness::new(scenario, extras).await;
     let total = h.sim.tenant.truth().ids.len();
 
@@ -31,10 +28,7 @@ async fn stop_mid_backfill_and_start_again_loses_and_doubles_nothing() {
     h.wait_lines(total / 5, Duration::from_secs(60)).await;
     first.stop().await;
     let partial = h.delivered().len();
-    assert!(
-        partial < total,
-        "stopped mid-backfill ({partial} of {total})"
-    );
+    assert!(partial < total, "stopped mid-backfill ({partial} of {total})");
 
     let second = Daemon::start(&h.settings()).await.expect("daemon");
     let got = h.wait_complete(Duration::from_secs(120)).await;
@@ -44,11 +38,7 @@ async fn stop_mid_backfill_and_start_again_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_sink_directory_spools_and_delivers_everything_after_recovery() {
-    let scenario = Scenario {
-        history_records: 2_000,
-        live_records_per_sec: 600.0,
-        ..Scenario::default()
-    };
+    let scenario = Scenario { history_records: 2_000, live_records_per_sec: 600.0, ..Scenario::default() };
     let h = Harness::new(scenario, ConfigExtras::default()).await;
     let daemon = Daemon::start(&h.settings()).await.expect("daemon");
     // Live records keep coming, so wait for the history rather than for a moving target.
@@ -64,18 +54,9 @@ async fn unwritable_sink_directory_spools_and_delivers_everything_after_recovery
     let ingested_during = h.stream_sum(|s| s.counters.records_total);
     let store = auditkeeper::store::Store::open_read_only(&h.state_dir()).unwrap();
     let backlog = store.backlogs().unwrap();
-    assert!(
-        ingested_during > ingested_before + 500,
-        "polling must go on while the sink is down"
-    );
-    assert!(
-        backlog[0].records > 500,
-        "records wait in the spool: {backlog:?}"
-    );
-    assert!(
-        backlog[0].last_error.is_some(),
-        "the sink error is visible in status"
-    );
+    assert!(ingested_during > ingested_before + 500, "polling must go on while the sink is down");
+    assert!(backlog[0].records > 500, "records wait in the spool: {backlog:?}");
+    assert!(backlog[0].last_error.is_some(), "the sink error is visible in status");
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
     assert!(status.contains("last error: file sink"), "{status}");
 
@@ -86,19 +67,13 @@ async fn unwritable_sink_directory_spools_and_delivers_everything_after_recovery
     let got = h.wait_complete(Duration::from_secs(60)).await;
     daemon.stop().await;
     assert_exactly_once(&h.sim.tenant.truth().ids, &got);
-    let backlog = auditkeeper::store::Store::open_read_only(&h.state_dir())
-        .unwrap()
-        .backlogs()
-        .unwrap();
+    let backlog = auditkeeper::store::Store::open_read_only(&h.state_dir()).unwrap().backlogs().unwrap();
     assert_eq!(backlog[0].records, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_pauses_polling_loudly_and_resumes() {
-    let scenario = Scenario {
-        history_records: 30_000,
-        ..Scenario::default()
-    };
+    let scenario = Scenario { history_records: 30_000, ..Scenario::default() };
     // A tiny spool limit and a dead sink: polling must pause, not drop.
     let extras = ConfigExtras {
         spool: "max_bytes = \"2MiB\"".into(),
@@ -115,10 +90,7 @@ async fn a_full_spool_pauses_polling_loudly_and_resumes() {
         if s.contains("POLLING PAUSED") {
             break s;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "polling never paused:\n{s}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(60), "polling never paused:\n{s}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(status.contains("spool.max_bytes"), "{status}");
@@ -126,10 +98,7 @@ async fn a_full_spool_pauses_polling_loudly_and_resumes() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = h.stream_sum(|s| s.counters.records_total);
     // At most the blobs already in flight land after the gate closed: 5 streams x 2 x 100 records.
-    assert!(
-        later - paused_at <= 1_000,
-        "ingest went on while paused: {paused_at} -> {later}"
-    );
+    assert!(later - paused_at <= 1_000, "ingest went on while paused: {paused_at} -> {later}");
     assert!(later < 30_000);
 
     std::fs::remove_file(h.records_dir()).unwrap();

@@ -20,20 +20,14 @@ pub enum AuthError {
     #[error("tenant {tenant}: cannot build credential: {message}")]
     Setup { tenant: String, message: String },
     #[error("tenant {tenant}: token request for {audience} failed: {message}")]
-    Token {
-        tenant: String,
-        audience: String,
-        message: String,
-    },
+    Token { tenant: String, audience: String, message: String },
 }
 
 impl AuthError {
     /// The authority answered and refused (AADSTS error), as opposed to being unreachable.
     pub fn is_rejection(&self) -> bool {
         match self {
-            AuthError::Token { message, .. } => {
-                message.contains("AADSTS") || message.contains("invalid_client")
-            }
+            AuthError::Token { message, .. } => message.contains("AADSTS") || message.contains("invalid_client"),
             _ => true,
         }
     }
@@ -61,18 +55,13 @@ impl std::fmt::Debug for TenantAuth {
 }
 
 pub fn load_secret(tenant: &str, source: &SecretSource) -> Result<String, AuthError> {
-    let err = |message: String| AuthError::Secret {
-        tenant: tenant.to_string(),
-        message,
-    };
+    let err = |message: String| AuthError::Secret { tenant: tenant.to_string(), message };
     let value = match source {
         SecretSource::File(p) => {
             let p = expand_credentials_dir(p);
             std::fs::read_to_string(&p).map_err(|e| err(format!("{}: {e}", p.display())))?
         }
-        SecretSource::Env(v) => {
-            std::env::var(v).map_err(|_| err(format!("environment variable {v} is not set")))?
-        }
+        SecretSource::Env(v) => std::env::var(v).map_err(|_| err(format!("environment variable {v} is not set")))?,
     };
     let value = value.trim().to_string();
     if value.is_empty() {
@@ -84,14 +73,7 @@ pub fn load_secret(tenant: &str, source: &SecretSource) -> Result<String, AuthEr
 impl TenantAuth {
     pub fn new(t: &TenantSettings, http: reqwest::Client) -> Result<TenantAuth, AuthError> {
         let secret = load_secret(&t.name, &t.secret)?;
-        let credential = build_raw(
-            &t.name,
-            &t.tenant_id,
-            &t.endpoints.authority,
-            &t.client_id,
-            &secret,
-            &http,
-        )?;
+        let credential = build_raw(&t.name, &t.tenant_id, &t.endpoints.authority, &t.client_id, &secret, &http)?;
         Ok(TenantAuth {
             tenant: t.name.clone(),
             tenant_id: t.tenant_id.clone(),
@@ -105,28 +87,18 @@ impl TenantAuth {
     }
 
     fn secret(&self) -> String {
-        self.secret
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.secret.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A bearer token for `resource` (e.g. `https://manage.office.com`), cached until near expiry.
     pub async fn token(&self, resource: &str) -> Result<String, AuthError> {
         let scope = format!("{}/.default", resource.trim_end_matches('/'));
-        let cred = self
-            .credential
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let t = cred
-            .get_token(&[&scope], None)
-            .await
-            .map_err(|e| AuthError::Token {
-                tenant: self.tenant.clone(),
-                audience: resource.to_string(),
-                message: redact(&crate::http::error_chain(&e), &self.secret()),
-            })?;
+        let cred = self.credential.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let t = cred.get_token(&[&scope], None).await.map_err(|e| AuthError::Token {
+            tenant: self.tenant.clone(),
+            audience: resource.to_string(),
+            message: redact(&crate::http::error_chain(&e), &self.secret()),
+        })?;
         Ok(t.token.secret().to_string())
     }
 
@@ -139,14 +111,8 @@ impl TenantAuth {
                 tracing::warn!(tenant = %self.tenant, error = %e, "could not re-read the client secret; keeping the old one")
             }
         }
-        let fresh = build_raw(
-            &self.tenant,
-            &self.tenant_id,
-            &self.authority,
-            &self.client_id,
-            &self.secret(),
-            &self.http,
-        );
+        let fresh =
+            build_raw(&self.tenant, &self.tenant_id, &self.authority, &self.client_id, &self.secret(), &self.http);
         match fresh {
             Ok(c) => *self.credential.write().unwrap_or_else(|p| p.into_inner()) = c,
             Err(e) => {
@@ -170,24 +136,13 @@ fn build_raw(
     client_options.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
     client_options.transport = Some(Transport::new(Arc::new(http.clone())));
     let options = ClientSecretCredentialOptions { client_options };
-    let cred = ClientSecretCredential::new(
-        tenant_id,
-        client_id.to_string(),
-        Secret::new(secret.to_string()),
-        Some(options),
-    )
-    .map_err(|e| AuthError::Setup {
-        tenant: tenant.to_string(),
-        message: redact(&e.to_string(), secret),
-    })?;
+    let cred =
+        ClientSecretCredential::new(tenant_id, client_id.to_string(), Secret::new(secret.to_string()), Some(options))
+            .map_err(|e| AuthError::Setup { tenant: tenant.to_string(), message: redact(&e.to_string(), secret) })?;
     Ok(cred)
 }
 
 /// Belt and braces: an error text from a library must never carry the secret.
 pub fn redact(text: &str, secret: &str) -> String {
-    if secret.len() >= 4 {
-        text.replace(secret, "<redacted>")
-    } else {
-        text.to_string()
-    }
+    if secret.len() >= 4 { text.replace(secret, "<redacted>") } else { text.to_string() }
 }

@@ -39,9 +39,7 @@ pub fn check(s: &Settings) -> EnvReport {
                         err(key, format!("file not found: {}", f.display()))
                     }
                     Err(e) => err(key, format!("cannot read {}: {e}", f.display())),
-                    Ok(m) if !m.is_file() => {
-                        err(key, format!("{} is not a regular file", f.display()))
-                    }
+                    Ok(m) if !m.is_file() => err(key, format!("{} is not a regular file", f.display())),
                     Ok(m) => {
                         if m.permissions().mode() & 0o004 != 0 {
                             warnings.push(format!(
@@ -50,9 +48,7 @@ pub fn check(s: &Settings) -> EnvReport {
                             ));
                         }
                         match std::fs::read_to_string(&f) {
-                            Ok(v) if v.trim().is_empty() => {
-                                err(key, format!("{} is empty", f.display()))
-                            }
+                            Ok(v) if v.trim().is_empty() => err(key, format!("{} is empty", f.display())),
                             Ok(_) => {}
                             Err(e) => err(key, format!("cannot read {}: {e}", f.display())),
                         }
@@ -60,10 +56,7 @@ pub fn check(s: &Settings) -> EnvReport {
                 }
             }
             SecretSource::Env(v) => {
-                if std::env::var(v)
-                    .map(|x| x.trim().is_empty())
-                    .unwrap_or(true)
-                {
+                if std::env::var(v).map(|x| x.trim().is_empty()).unwrap_or(true) {
                     err(
                         format!("tenants[{i}].client_secret_env"),
                         format!("environment variable {v} is not set or empty"),
@@ -74,17 +67,9 @@ pub fn check(s: &Settings) -> EnvReport {
     }
     if let Some(ca) = &s.http.ca_file {
         match std::fs::read(ca) {
-            Err(e) => err(
-                "http.ca_file".into(),
-                format!("cannot read {}: {e}", ca.display()),
-            ),
-            Ok(b)
-                if reqwest::Certificate::from_pem(&b).is_err() || !b.starts_with(b"-----BEGIN") =>
-            {
-                err(
-                    "http.ca_file".into(),
-                    format!("{} is not a PEM certificate", ca.display()),
-                )
+            Err(e) => err("http.ca_file".into(), format!("cannot read {}: {e}", ca.display())),
+            Ok(b) if reqwest::Certificate::from_pem(&b).is_err() || !b.starts_with(b"-----BEGIN") => {
+                err("http.ca_file".into(), format!("{} is not a PEM certificate", ca.display()))
             }
             Ok(_) => {}
         }

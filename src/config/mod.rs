@@ -25,28 +25,16 @@ pub enum ConfigError {
 /// Loads the TOML file, applying `AUDITKEEPER__SECTION__KEY` environment overrides.
 pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
     if !path.exists() {
-        return Err(ConfigError::Load {
-            path: path.display().to_string(),
-            message: "file not found".into(),
-        });
+        return Err(ConfigError::Load { path: path.display().to_string(), message: "file not found".into() });
     }
     let built = config::Config::builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
         .add_source(
-            config::Environment::with_prefix("AUDITKEEPER")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
+            config::Environment::with_prefix("AUDITKEEPER").prefix_separator("__").separator("__").try_parsing(true),
         )
         .build()
-        .map_err(|e| ConfigError::Load {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-    built.try_deserialize().map_err(|e| ConfigError::Load {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
+        .map_err(|e| ConfigError::Load { path: path.display().to_string(), message: e.to_string() })?;
+    built.try_deserialize().map_err(|e| ConfigError::Load { path: path.display().to_string(), message: e.to_string() })
 }
 
 /// Load, validate and check the environment: everything `run` needs before it starts.

@@ -8,13 +8,8 @@ use serde::Deserialize;
 
 use super::cloud::Cloud;
 
-pub const CONTENT_TYPES: [&str; 5] = [
-    "Audit.AzureActiveDirectory",
-    "Audit.Exchange",
-    "Audit.SharePoint",
-    "Audit.General",
-    "DLP.All",
-];
+pub const CONTENT_TYPES: [&str; 5] =
+    ["Audit.AzureActiveDirectory", "Audit.Exchange", "Audit.SharePoint", "Audit.General", "DLP.All"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,10 +45,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: default_log_format(),
-            level: default_log_level(),
-        }
+        LogConfig { format: default_log_format(), level: default_log_level() }
     }
 }
 
@@ -125,6 +117,9 @@ pub struct GraphConfig {
     pub recheck_unavailable: Option<Duration>,
     /// Client-side pacing of `auditLogs/*` calls (Microsoft allows 5 per 10 s per app per tenant).
     pub reports_requests_per_10s: Option<u32>,
+    /// Azure subscriptions whose activity log is collected (one `azure_activity` stream each).
+    #[serde(default)]
+    pub azure_subscriptions: Vec<String>,
     #[serde(default)]
     pub overrides: std::collections::BTreeMap<String, GraphStreamOverride>,
 }

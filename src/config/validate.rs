@@ -71,9 +71,11 @@ pub struct TenantSettings {
 
 #[derive(Debug, Clone)]
 pub struct GraphSettings {
+    /// (spec, settings, Azure subscription for `azure_activity`).
     pub streams: Vec<(
         &'static crate::sources::graph::StreamSpec,
         crate::sources::graph::stream::GraphStreamSettings,
+        Option<String>,
     )>,
     pub reports_requests_per_10s: u32,
 }
@@ -116,10 +118,7 @@ struct Issues(Vec<ConfigIssue>);
 
 impl Issues {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigIssue {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(ConfigIssue { path: path.into(), message: message.into() });
     }
     fn required<T: Clone>(&mut self, v: &Option<T>, path: String) -> Option<T> {
         if v.is_none() {
@@ -134,16 +133,10 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<ConfigIssue>> {
     let state_dir = raw.state_dir.clone().unwrap_or_else(default_state_dir);
 
     if !matches!(raw.log.format.as_str(), "text" | "json") {
-        is.add(
-            "log.format",
-            format!("must be \"text\" or \"json\", not {:?}", raw.log.format),
-        );
+        is.add("log.format", format!("must be \"text\" or \"json\", not {:?}", raw.log.format));
     }
     if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
-        is.add(
-            "log.level",
-            format!("{:?} is not a valid level or filter", raw.log.level),
-        );
+        is.add("log.level", format!("{:?} is not a valid level or filter", raw.log.level));
     }
 
     let spool = SpoolSettings {
@@ -165,20 +158,13 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<ConfigIssue>> {
         is.add("spool.max_age", "must be at least 1h");
     }
 
-    let metrics_listen = raw
-        .telemetry
-        .metrics_listen
-        .as_ref()
-        .and_then(|s| match s.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                is.add(
-                    "telemetry.metrics_listen",
-                    format!("{s:?} is not an address like 127.0.0.1:9898"),
-                );
-                None
-            }
-        });
+    let metrics_listen = raw.telemetry.metrics_listen.as_ref().and_then(|s| match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            is.add("telemetry.metrics_listen", format!("{s:?} is not an address like 127.0.0.1:9898"));
+            None
+        }
+    });
 
     if raw.tenants.is_empty() {
         is.add("tenants", "at least one [[tenants]] entry is required");
@@ -187,20 +173,14 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<ConfigIssue>> {
     for (i, t) in raw.tenants.iter().enumerate() {
         if let Some(ts) = tenant(&mut is, i, t) {
             if tenants.iter().any(|o: &TenantSettings| o.name == ts.name) {
-                is.add(
-                    format!("tenants[{i}].name"),
-                    format!("duplicate tenant name {:?}", ts.name),
-                );
+                is.add(format!("tenants[{i}].name"), format!("duplicate tenant name {:?}", ts.name));
             }
             tenants.push(ts);
         }
     }
 
     if raw.sinks.is_empty() {
-        is.add(
-            "sinks",
-            "at least one [[sinks]] entry is required, or records would wait in the spool forever",
-        );
+        is.add("sinks", "at least one [[sinks]] entry is required, or records would wait in the spool forever");
     }
     let mut sinks: Vec<SinkSettings> = Vec::new();
     for (i, s) in raw.sinks.iter().enumerate() {
@@ -209,10 +189,7 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<ConfigIssue>> {
         };
         if let Some(b) = built {
             if sinks.iter().any(|o| o.name() == b.name()) {
-                is.add(
-                    format!("sinks[{i}].name"),
-                    format!("duplicate sink name {:?}", b.name()),
-                );
+                is.add(format!("sinks[{i}].name"), format!("duplicate sink name {:?}", b.name()));
             }
             sinks.push(b);
         }
@@ -239,24 +216,13 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<ConfigIssue>> {
 fn default_state_dir() -> PathBuf {
     // systemd's StateDirectory= exports the path it created.
     std::env::var_os("STATE_DIRECTORY")
-        .map(|v| {
-            PathBuf::from(
-                v.to_string_lossy()
-                    .split(':')
-                    .next()
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        })
+        .map(|v| PathBuf::from(v.to_string_lossy().split(':').next().unwrap_or("").to_string()))
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("/var/lib/auditkeeper"))
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn tenant(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSettings> {
@@ -265,19 +231,13 @@ fn tenant(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSettings>
     if let Some(n) = &name
         && !valid_name(n)
     {
-        is.add(
-            p("name"),
-            "use 1-64 characters from A-Z a-z 0-9 - _ . (it names files and streams)",
-        );
+        is.add(p("name"), "use 1-64 characters from A-Z a-z 0-9 - _ . (it names files and streams)");
     }
     let tenant_id = is.required(&t.tenant_id, p("tenant_id"));
     if let Some(id) = &tenant_id
         && uuid::Uuid::parse_str(id).is_err()
     {
-        is.add(
-            p("tenant_id"),
-            format!("{id:?} is not a GUID (the Management Activity API needs the directory id)"),
-        );
+        is.add(p("tenant_id"), format!("{id:?} is not a GUID (the Management Activity API needs the directory id)"));
     }
     let client_id = is.required(&t.client_id, p("client_id"));
     if let Some(c) = &client_id
@@ -293,10 +253,7 @@ fn tenant(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSettings>
             None
         }
         (Some(_), Some(_)) => {
-            is.add(
-                p("client_secret_file"),
-                "set client_secret_file or client_secret_env, not both",
-            );
+            is.add(p("client_secret_file"), "set client_secret_file or client_secret_env, not both");
             None
         }
         (None, None) => {
@@ -319,25 +276,15 @@ fn tenant(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSettings>
     for (key, value, slot) in [
         ("authority", &o.authority, &mut endpoints.authority),
         ("management", &o.management, &mut endpoints.management),
-        (
-            "management_resource",
-            &o.management_resource,
-            &mut endpoints.management_resource,
-        ),
+        ("management_resource", &o.management_resource, &mut endpoints.management_resource),
         ("graph", &o.graph, &mut endpoints.graph),
         ("arm", &o.arm, &mut endpoints.arm),
     ] {
         if let Some(v) = value {
             match reqwest::Url::parse(v) {
                 Ok(u) if u.scheme() == "https" => *slot = v.trim_end_matches('/').to_string(),
-                Ok(_) => is.add(
-                    p(&format!("endpoints.{key}")),
-                    format!("{v:?} must be an https:// URL"),
-                ),
-                Err(e) => is.add(
-                    p(&format!("endpoints.{key}")),
-                    format!("{v:?} is not a URL: {e}"),
-                ),
+                Ok(_) => is.add(p(&format!("endpoints.{key}")), format!("{v:?} must be an https:// URL")),
+                Err(e) => is.add(p(&format!("endpoints.{key}")), format!("{v:?} is not a URL: {e}")),
             }
         }
     }
@@ -367,31 +314,36 @@ fn graph(is: &mut Issues, i: usize, g: &GraphConfig) -> Option<GraphSettings> {
         return None;
     }
     let names: Vec<String> = g.streams.clone().unwrap_or_else(|| {
-        SPECS
-            .iter()
-            .filter(|s| s.default_on)
-            .map(|s| s.name.to_string())
-            .collect()
+        let mut v: Vec<String> = SPECS.iter().filter(|s| s.default_on).map(|s| s.name.to_string()).collect();
+        if !g.azure_subscriptions.is_empty() {
+            v.push("azure_activity".into());
+        }
+        v
     });
+    for (j, sub) in g.azure_subscriptions.iter().enumerate() {
+        if uuid::Uuid::parse_str(sub).is_err() {
+            is.add(
+                format!("tenants[{i}].graph.azure_subscriptions[{j}]"),
+                format!("{sub:?} is not a subscription GUID"),
+            );
+        }
+    }
+    if names.iter().any(|n| n == "azure_activity") && g.azure_subscriptions.is_empty() {
+        is.add(p("azure_subscriptions"), "azure_activity needs at least one subscription id");
+    }
     let known = SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ");
     for k in g.overrides.keys() {
         if !names.contains(k) {
             is.add(
                 p(&format!("overrides.{k}")),
-                format!(
-                    "{k:?} is not an enabled stream (enabled: {})",
-                    names.join(", ")
-                ),
+                format!("{k:?} is not an enabled stream (enabled: {})", names.join(", ")),
             );
         }
     }
     let mut streams = Vec::new();
     for (j, n) in names.iter().enumerate() {
         let Some(sp) = spec::find(n) else {
-            is.add(
-                format!("tenants[{i}].graph.streams[{j}]"),
-                format!("{n:?} is not one of {known}"),
-            );
+            is.add(format!("tenants[{i}].graph.streams[{j}]"), format!("{n:?} is not one of {known}"));
             continue;
         };
         let o = g.overrides.get(n).cloned().unwrap_or_default();
@@ -400,26 +352,24 @@ fn graph(is: &mut Issues, i: usize, g: &GraphConfig) -> Option<GraphSettings> {
             overlap: o.overlap.or(g.overlap).unwrap_or(sp.default_overlap),
             lag: o.lag.or(g.lag).unwrap_or(Duration::from_secs(300)),
             backfill: o.backfill.or(g.backfill).unwrap_or(MAA_RETENTION),
-            recheck_unavailable: g
-                .recheck_unavailable
-                .unwrap_or(crate::sources::graph::stream::RECHECK_UNAVAILABLE),
+            recheck_unavailable: g.recheck_unavailable.unwrap_or(crate::sources::graph::stream::RECHECK_UNAVAILABLE),
         };
         if st.backfill > sp.retention {
             is.add(
                 p(&format!("overrides.{n}.backfill")),
-                format!(
-                    "must be at most {} (the API's retention)",
-                    humantime::format_duration(sp.retention)
-                ),
+                format!("must be at most {} (the API's retention)", humantime::format_duration(sp.retention)),
             );
         }
         if st.overlap > sp.retention {
-            is.add(
-                p(&format!("overrides.{n}.overlap")),
-                "must be shorter than the API's retention",
-            );
+            is.add(p(&format!("overrides.{n}.overlap")), "must be shorter than the API's retention");
         }
-        streams.push((sp, st));
+        if sp.name == "azure_activity" {
+            for sub in &g.azure_subscriptions {
+                streams.push((sp, st.clone(), Some(sub.clone())));
+            }
+        } else {
+            streams.push((sp, st, None));
+        }
     }
     if streams.is_empty() && g.streams.is_some() {
         is.add(p("streams"), "lists no stream; set enabled = false instead");
@@ -429,35 +379,20 @@ fn graph(is: &mut Issues, i: usize, g: &GraphConfig) -> Option<GraphSettings> {
     }
     let rate = g.reports_requests_per_10s.unwrap_or(4);
     if !(1..=5).contains(&rate) {
-        is.add(
-            p("reports_requests_per_10s"),
-            "must be 1 to 5: Microsoft allows 5 per 10 s per app per tenant",
-        );
+        is.add(p("reports_requests_per_10s"), "must be 1 to 5: Microsoft allows 5 per 10 s per app per tenant");
     }
-    Some(GraphSettings {
-        streams,
-        reports_requests_per_10s: rate,
-    })
+    Some(GraphSettings { streams, reports_requests_per_10s: rate })
 }
 
-fn management(
-    is: &mut Issues,
-    i: usize,
-    m: &ManagementActivityConfig,
-) -> Option<ManagementSettings> {
+fn management(is: &mut Issues, i: usize, m: &ManagementActivityConfig) -> Option<ManagementSettings> {
     let p = |k: &str| format!("tenants[{i}].management_activity.{k}");
     if m.enabled == Some(false) {
         return None;
     }
-    let content_types = m
-        .content_types
-        .clone()
-        .unwrap_or_else(|| CONTENT_TYPES[..4].iter().map(|s| s.to_string()).collect());
+    let content_types =
+        m.content_types.clone().unwrap_or_else(|| CONTENT_TYPES[..4].iter().map(|s| s.to_string()).collect());
     if content_types.is_empty() {
-        is.add(
-            p("content_types"),
-            "must list at least one content type, or set enabled = false",
-        );
+        is.add(p("content_types"), "must list at least one content type, or set enabled = false");
     }
     for (j, ct) in content_types.iter().enumerate() {
         if !CONTENT_TYPES.contains(&ct.as_str()) {
@@ -483,14 +418,9 @@ fn management(
         is.add(p("overlap"), "must be at most 7d, the API's listing window");
     }
     if s.backfill > MAA_RETENTION {
-        is.add(
-            p("backfill"),
-            "must be at most 7d: the API keeps content for 7 days",
-        );
+        is.add(p("backfill"), "must be at most 7d: the API keeps content for 7 days");
     }
-    if s.retention_margin < Duration::from_secs(60)
-        || s.retention_margin > Duration::from_secs(6 * 3600)
-    {
+    if s.retention_margin < Duration::from_secs(60) || s.retention_margin > Duration::from_secs(6 * 3600) {
         is.add(p("retention_margin"), "must be between 1m and 6h");
     }
     if !(1..=64).contains(&s.fetch_concurrency) {

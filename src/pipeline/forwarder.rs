@@ -33,11 +33,7 @@ impl Forwarder {
     }
 
     /// Runs until `drain` is cancelled and the spool is empty for this sink, or `deadline` passes.
-    pub async fn run(
-        mut self,
-        drain: CancellationToken,
-        deadline: Arc<std::sync::Mutex<Option<Instant>>>,
-    ) {
+    pub async fn run(mut self, drain: CancellationToken, deadline: Arc<std::sync::Mutex<Option<Instant>>>) {
         let name = self.sink.name.clone();
         // A store error (disk full, I/O) must not stop delivery for good: wait, then resume
         // from the committed offset, which is exactly where the undelivered records start.
@@ -69,12 +65,7 @@ impl Forwarder {
         let mut buffer: VecDeque<DecodedRow> = VecDeque::new();
         let mut next_read = seq;
         let mut wake = self.pipeline.subscribe_spooled();
-        let past_deadline = || {
-            deadline
-                .lock()
-                .map(|d| d.is_some_and(|d| Instant::now() > d))
-                .unwrap_or(false)
-        };
+        let past_deadline = || deadline.lock().map(|d| d.is_some_and(|d| Instant::now() > d)).unwrap_or(false);
 
         loop {
             // Fill the buffer until a batch's worth of records is at hand.
@@ -82,22 +73,17 @@ impl Forwarder {
             while buffered < self.sink.batch_records {
                 let r = reader.clone();
                 let from = next_read;
-                let rows = tokio::task::spawn_blocking(move || {
-                    r.lock().expect("reader").read_from(from, ROWS_PER_READ)
-                })
-                .await
-                .map_err(|e| PipelineError::Join(e.to_string()))??;
+                let rows =
+                    tokio::task::spawn_blocking(move || r.lock().expect("reader").read_from(from, ROWS_PER_READ))
+                        .await
+                        .map_err(|e| PipelineError::Join(e.to_string()))??;
                 if rows.is_empty() {
                     break;
                 }
                 for row in rows {
                     next_read = row.seq + 1;
-                    let framed = codec::decode(&row.data).map_err(|reason| {
-                        crate::store::StoreError::CorruptSpool {
-                            seq: row.seq,
-                            reason,
-                        }
-                    })?;
+                    let framed = codec::decode(&row.data)
+                        .map_err(|reason| crate::store::StoreError::CorruptSpool { seq: row.seq, reason })?;
                     let meta = Arc::new(RowMeta {
                         tenant: row.tenant,
                         source: row.source,
@@ -126,10 +112,7 @@ impl Forwarder {
                         skip = 0;
                     }
                     buffered += records.len();
-                    buffer.push_back(DecodedRow {
-                        seq: row.seq,
-                        records,
-                    });
+                    buffer.push_back(DecodedRow { seq: row.seq, records });
                 }
             }
 
@@ -140,8 +123,7 @@ impl Forwarder {
                 while let Some((i, rec)) = row.records.front() {
                     let len = rec.raw.len() as u64;
                     if !batch.records.is_empty()
-                        && (batch.records.len() >= self.sink.batch_records
-                            || batch.bytes + len > self.sink.batch_bytes)
+                        && (batch.records.len() >= self.sink.batch_records || batch.bytes + len > self.sink.batch_bytes)
                     {
                         break;
                     }
@@ -176,14 +158,11 @@ impl Forwarder {
             }
             let delivered = batch.records.len() as i64;
             let n = name.clone();
-            self.pipeline
-                .blocking(move |s| s.commit_offset(&n, end.0, end.1, delivered))
-                .await?;
+            self.pipeline.blocking(move |s| s.commit_offset(&n, end.0, end.1, delivered)).await?;
             seq = end.0;
             metrics::counter!("auditkeeper_sink_sent_records_total", "sink" => name.clone())
                 .increment(delivered as u64);
-            metrics::counter!("auditkeeper_sink_sent_bytes_total", "sink" => name.clone())
-                .increment(batch.bytes);
+            metrics::counter!("auditkeeper_sink_sent_bytes_total", "sink" => name.clone()).increment(batch.bytes);
         }
     }
 
@@ -212,15 +191,11 @@ impl Forwarder {
                             "sink send failed; records stay in the spool and will be retried");
                     }
                     let (n, msg) = (self.sink.name.clone(), e.to_string());
-                    let _ = self
-                        .pipeline
-                        .blocking(move |s| s.record_sink_error(&n, &msg))
-                        .await;
+                    let _ = self.pipeline.blocking(move |s| s.record_sink_error(&n, &msg)).await;
                     if drain.is_cancelled() && past_deadline() {
                         return false;
                     }
-                    let jitter =
-                        Duration::from_millis(rand_jitter(delay.as_millis() as u64 / 4 + 1));
+                    let jitter = Duration::from_millis(rand_jitter(delay.as_millis() as u64 / 4 + 1));
                     tokio::time::sleep(delay + jitter).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }

@@ -11,9 +11,7 @@ pub struct SpoolGate {
 
 impl Default for SpoolGate {
     fn default() -> Self {
-        SpoolGate {
-            tx: watch::Sender::new(None),
-        }
+        SpoolGate { tx: watch::Sender::new(None) }
     }
 }
 

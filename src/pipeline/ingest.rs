@@ -11,9 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::gate::SpoolGate;
 use crate::config::validate::SpoolSettings;
-use crate::store::{
-    Checkpoint, IngestOutcome, IngestPage, PageRecord, PendingBlob, Store, StoreError,
-};
+use crate::store::{Checkpoint, IngestOutcome, IngestPage, PageRecord, PendingBlob, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -53,12 +51,7 @@ impl StreamKey {
 
 impl Pipeline {
     pub fn new(store: Arc<Store>, spool: SpoolSettings) -> Arc<Pipeline> {
-        Arc::new(Pipeline {
-            store,
-            gate: SpoolGate::default(),
-            spool,
-            spooled: watch::Sender::new(0),
-        })
+        Arc::new(Pipeline { store, gate: SpoolGate::default(), spool, spooled: watch::Sender::new(0) })
     }
 
     pub fn subscribe_spooled(&self) -> watch::Receiver<u64> {
@@ -68,12 +61,8 @@ impl Pipeline {
     /// Registers a stream and returns its handle.
     pub async fn stream(self: &Arc<Self>, key: StreamKey) -> Result<StreamHandle, PipelineError> {
         let k = key.clone();
-        self.blocking(move |s| s.register_stream(&k.id, &k.tenant, &k.source, &k.name))
-            .await?;
-        Ok(StreamHandle {
-            pipeline: self.clone(),
-            key,
-        })
+        self.blocking(move |s| s.register_stream(&k.id, &k.tenant, &k.source, &k.name)).await?;
+        Ok(StreamHandle { pipeline: self.clone(), key })
     }
 
     pub async fn blocking<T: Send + 'static>(
@@ -141,19 +130,14 @@ impl StreamHandle {
             checkpoint,
         };
         let ttl = self.pipeline.spool.seen_ttl.as_millis() as i64;
-        let out = self
-            .pipeline
-            .blocking(move |s| s.ingest(&page, ttl, records_without_id))
-            .await?;
+        let out = self.pipeline.blocking(move |s| s.ingest(&page, ttl, records_without_id)).await?;
         if out.new_records > 0 {
             self.pipeline.spooled.send_modify(|v| *v += 1);
             self.pipeline.check_bytes_limit();
         }
         let labels = [("stream", self.key.id.clone())];
-        metrics::counter!("auditkeeper_records_ingested_total", &labels)
-            .increment(out.new_records as u64);
-        metrics::counter!("auditkeeper_records_duplicate_total", &labels)
-            .increment(out.duplicates as u64);
+        metrics::counter!("auditkeeper_records_ingested_total", &labels).increment(out.new_records as u64);
+        metrics::counter!("auditkeeper_records_duplicate_total", &labels).increment(out.duplicates as u64);
         Ok(out)
     }
 
@@ -169,58 +153,36 @@ impl StreamHandle {
 
     pub async fn blobs_ever_listed(&self) -> Result<i64, PipelineError> {
         let id = self.key.id.clone();
-        let c = self
-            .pipeline
-            .blocking(move |s| s.ledger_counts(&id))
-            .await?;
+        let c = self.pipeline.blocking(move |s| s.ledger_counts(&id)).await?;
         Ok(c.listed + c.fetched + c.expired)
     }
 
     pub async fn set_state(&self, state: &str, detail: Option<String>) {
         let id = self.key.id.clone();
         let state = state.to_string();
-        let _ = self
-            .pipeline
-            .blocking(move |s| s.set_stream_state(&id, &state, detail.as_deref()))
-            .await;
+        let _ = self.pipeline.blocking(move |s| s.set_stream_state(&id, &state, detail.as_deref())).await;
     }
 
     pub async fn success(&self) {
         let id = self.key.id.clone();
-        let _ = self
-            .pipeline
-            .blocking(move |s| s.record_stream_success(&id))
-            .await;
+        let _ = self.pipeline.blocking(move |s| s.record_stream_success(&id)).await;
     }
 
     pub async fn error(&self, message: String) {
-        metrics::counter!("auditkeeper_source_errors_total", "stream" => self.key.id.clone())
-            .increment(1);
+        metrics::counter!("auditkeeper_source_errors_total", "stream" => self.key.id.clone()).increment(1);
         let id = self.key.id.clone();
-        let _ = self
-            .pipeline
-            .blocking(move |s| s.record_stream_error(&id, &message))
-            .await;
+        let _ = self.pipeline.blocking(move |s| s.record_stream_error(&id, &message)).await;
     }
 
     pub async fn subscription_started(&self) {
         let id = self.key.id.clone();
-        let _ = self
-            .pipeline
-            .blocking(move |s| s.record_subscription_started(&id))
-            .await;
+        let _ = self.pipeline.blocking(move |s| s.record_subscription_started(&id)).await;
     }
 
     pub async fn subscription_started_at(&self) -> Option<i64> {
         let id = self.key.id.clone();
-        let all = self
-            .pipeline
-            .blocking(move |s| s.stream_status())
-            .await
-            .ok()?;
-        all.into_iter()
-            .find(|s| s.stream == id)?
-            .subscription_started_at
+        let all = self.pipeline.blocking(move |s| s.stream_status()).await.ok()?;
+        all.into_iter().find(|s| s.stream == id)?.subscription_started_at
     }
 
     /// Waits while the spool gate is closed. Returns false on shutdown.

@@ -47,45 +47,23 @@ pub struct Simulator {
 
 impl Simulator {
     /// Starts serving HTTPS on `listen` (port 0 picks one) and writes the CA to `ca_file`.
-    pub async fn start(
-        scenario: Scenario,
-        listen: SocketAddr,
-        ca_file: &Path,
-    ) -> Result<Simulator, SimError> {
+    pub async fn start(scenario: Scenario, listen: SocketAddr, ca_file: &Path) -> Result<Simulator, SimError> {
         crate::http::install_crypto_provider();
         let tls = tls::generate().map_err(|e| SimError::Tls(e.to_string()))?;
-        std::fs::write(ca_file, &tls.ca_pem).map_err(|source| SimError::WriteCa {
-            path: ca_file.to_path_buf(),
-            source,
-        })?;
-        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-            tls.cert_pem.into_bytes(),
-            tls.key_pem.into_bytes(),
-        )
-        .await
-        .map_err(|e| SimError::Tls(e.to_string()))?;
+        std::fs::write(ca_file, &tls.ca_pem)
+            .map_err(|source| SimError::WriteCa { path: ca_file.to_path_buf(), source })?;
+        let config =
+            axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert_pem.into_bytes(), tls.key_pem.into_bytes())
+                .await
+                .map_err(|e| SimError::Tls(e.to_string()))?;
         let tenant = Arc::new(Tenant::new(scenario));
-        let listener = std::net::TcpListener::bind(listen).map_err(|source| SimError::Bind {
-            addr: listen,
-            source,
-        })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| SimError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| SimError::Bind {
-            addr: listen,
-            source,
-        })?;
+        let listener = std::net::TcpListener::bind(listen).map_err(|source| SimError::Bind { addr: listen, source })?;
+        listener.set_nonblocking(true).map_err(|source| SimError::Bind { addr: listen, source })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind { addr: listen, source })?;
         let handle = axum_server::Handle::new();
         let app = routes::router(tenant.clone());
         let server = axum_server::from_tcp_rustls(listener, config)
-            .map_err(|source| SimError::Bind {
-                addr: listen,
-                source,
-            })?
+            .map_err(|source| SimError::Bind { addr: listen, source })?
             .handle(handle.clone());
         tokio::spawn(async move {
             if let Err(e) = server.serve(app.into_make_service()).await {
@@ -102,13 +80,7 @@ impl Simulator {
                 last = now;
             }
         });
-        Ok(Simulator {
-            addr,
-            tenant,
-            ca_file: ca_file.to_path_buf(),
-            handle,
-            ticker,
-        })
+        Ok(Simulator { addr, tenant, ca_file: ca_file.to_path_buf(), handle, ticker })
     }
 
     /// Base URL to use as every endpoint override (authority, management).

@@ -28,10 +28,7 @@ pub fn guid(x: u64, y: u64) -> String {
 }
 
 pub fn record_id(seed: u64, ct: usize, blob: u64, idx: u32) -> String {
-    guid(
-        h(&[seed, 1, ct as u64, blob, idx as u64]),
-        h(&[seed, 2, ct as u64, blob, idx as u64]),
-    )
+    guid(h(&[seed, 1, ct as u64, blob, idx as u64]), h(&[seed, 2, ct as u64, blob, idx as u64]))
 }
 
 const USERS: [&str; 8] = [
@@ -44,14 +41,8 @@ const USERS: [&str; 8] = [
     "johanna.lorenz",
     "svc-backup",
 ];
-const IPS: [&str; 6] = [
-    "203.0.113.77",
-    "198.51.100.23",
-    "192.0.2.145",
-    "2001:db8::4f1",
-    "185.220.101.9",
-    "40.97.120.5",
-];
+const IPS: [&str; 6] =
+    ["203.0.113.77", "198.51.100.23", "192.0.2.145", "2001:db8::4f1", "185.220.101.9", "40.97.120.5"];
 const CLIENTS: [&str; 4] = [
     "Client=OutlookService;Outlook-iOS/2.0",
     "Client=MSExchangeRPC",
@@ -77,29 +68,16 @@ pub fn render(
     let ip = IPS[((r >> 8) % IPS.len() as u64) as usize];
     let q = |s: &str| serde_json::to_string(s).expect("string");
     let mut f: Vec<(&str, String)> = vec![
-        (
-            "CreationTime",
-            q(&event_time.format("%Y-%m-%dT%H:%M:%S").to_string()),
-        ),
+        ("CreationTime", q(&event_time.format("%Y-%m-%dT%H:%M:%S").to_string())),
         ("Id", q(&record_id(seed, ct, blob, idx))),
     ];
     match ct_name {
         "Audit.Exchange" => exchange(&mut f, r, &upn, ip, tenant_id, pad),
         "Audit.AzureActiveDirectory" => {
-            f.push((
-                "Operation",
-                q(if r % 5 == 0 {
-                    "UserLoginFailed"
-                } else {
-                    "UserLoggedIn"
-                }),
-            ));
+            f.push(("Operation", q(if r % 5 == 0 { "UserLoginFailed" } else { "UserLoggedIn" })));
             f.push(("OrganizationId", q(tenant_id)));
             f.push(("RecordType", "15".into()));
-            f.push((
-                "ResultStatus",
-                q(if r % 5 == 0 { "Failed" } else { "Success" }),
-            ));
+            f.push(("ResultStatus", q(if r % 5 == 0 { "Failed" } else { "Success" })));
             f.push(("UserKey", q(&guid(r, 7))));
             f.push(("UserType", "0".into()));
             f.push(("Version", "1".into()));
@@ -115,14 +93,7 @@ pub fn render(
                 ),
             ));
             f.push(("ModifiedProperties", "[]".into()));
-            f.push((
-                "Actor",
-                format!(
-                    r#"[{{"ID":"{}","Type":0}},{{"ID":{},"Type":5}}]"#,
-                    guid(r, 8),
-                    q(&upn)
-                ),
-            ));
+            f.push(("Actor", format!(r#"[{{"ID":"{}","Type":0}},{{"ID":{},"Type":5}}]"#, guid(r, 8), q(&upn))));
             f.push(("ActorContextId", q(tenant_id)));
             f.push(("ActorIpAddress", q(ip)));
             f.push(("InterSystemsId", q(&guid(r, 9))));
@@ -130,25 +101,24 @@ pub fn render(
             f.push(("ErrorNumber", q(if r % 5 == 0 { "50126" } else { "0" })));
         }
         "Audit.SharePoint" => {
-            let op = [
-                "FileAccessed",
-                "FileDownloaded",
-                "FileModified",
-                "SharingSet",
-                "AnonymousLinkCreated",
-            ][(r % 5) as usize];
+            let op = ["FileAccessed", "FileDownloaded", "FileModified", "SharingSet", "AnonymousLinkCreated"]
+                [(r % 5) as usize];
             f.push(("Operation", q(op)));
             f.push(("OrganizationId", q(tenant_id)));
             f.push(("RecordType", "6".into()));
-            f.push((
-                "UserKey",
-                q(&format!("i:0h.f|membership|{}@live.com", &guid(r, 3)[..16])),
-            ));
+            f.push(("UserKey", q(&format!("i:0h.f|membership|{}@live.com", &guid(r, 3)[..16]))));
             f.push(("UserType", "0".into()));
             f.push(("Version", "1".into()));
             f.push(("Workload", q("SharePoint")));
             f.push(("ClientIP", q(ip)));
-            f.push(("ObjectId", q(&format!("https://contoso.sharepoint.com/sites/Finance/Shared Documents/Q{}-forecast-{}.xlsx", r % 4 + 1, r % 997))));
+            f.push((
+                "ObjectId",
+                q(&format!(
+                    "https://contoso.sharepoint.com/sites/Finance/Shared Documents/Q{}-forecast-{}.xlsx",
+                    r % 4 + 1,
+                    r % 997
+                )),
+            ));
             f.push(("UserId", q(&upn)));
             f.push(("CorrelationId", q(&guid(r, 4))));
             f.push(("EventSource", q("SharePoint")));
@@ -157,10 +127,7 @@ pub fn render(
             f.push(("Site", q(&guid(r, 6))));
             f.push(("UserAgent", q("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36")));
             f.push(("SourceFileExtension", q("xlsx")));
-            f.push((
-                "SiteUrl",
-                q("https://contoso.sharepoint.com/sites/Finance/"),
-            ));
+            f.push(("SiteUrl", q("https://contoso.sharepoint.com/sites/Finance/")));
             f.push(("SourceRelativeUrl", q("Shared Documents")));
         }
         "DLP.All" => {
@@ -171,10 +138,7 @@ pub fn render(
             f.push(("UserType", "4".into()));
             f.push(("Version", "1".into()));
             f.push(("Workload", q("Exchange")));
-            f.push((
-                "ObjectId",
-                q(&format!("<{}@contoso.onmicrosoft.com>", &guid(r, 11)[..18])),
-            ));
+            f.push(("ObjectId", q(&format!("<{}@contoso.onmicrosoft.com>", &guid(r, 11)[..18]))));
             f.push(("UserId", q(&upn)));
             f.push(("IncidentId", q(&guid(r, 12))));
             f.push((
@@ -189,8 +153,7 @@ pub fn render(
             f.push(("SensitiveInfoDetectionIsIncluded", "false".into()));
         }
         _ => {
-            let op =
-                ["MemberAdded", "TeamCreated", "MessageSent", "AppInstalled"][(r % 4) as usize];
+            let op = ["MemberAdded", "TeamCreated", "MessageSent", "AppInstalled"][(r % 4) as usize];
             f.push(("Operation", q(op)));
             f.push(("OrganizationId", q(tenant_id)));
             f.push(("RecordType", "25".into()));
@@ -201,10 +164,7 @@ pub fn render(
             f.push(("UserId", q(&upn)));
             f.push(("ClientIP", q(ip)));
             f.push(("TeamName", q("Project Falcon")));
-            f.push((
-                "TeamGuid",
-                q(&format!("19:{}@thread.tacv2", &guid(r, 16)[..24])),
-            ));
+            f.push(("TeamGuid", q(&format!("19:{}@thread.tacv2", &guid(r, 16)[..24]))));
             f.push(("Members", format!(r#"[{{"DisplayName":"Guest {}","Role":1,"UPN":"guest{}_fabrikam.com#EXT#@contoso.onmicrosoft.com"}}]"#, r % 50, r % 50)));
         }
     }
@@ -261,10 +221,7 @@ fn exchange(f: &mut Vec<(&str, String)>, r: u64, upn: &str, ip: &str, tenant_id:
             "2".into()
         },
     ));
-    f.push((
-        "ResultStatus",
-        q(if kind <= 1 { "True" } else { "Succeeded" }),
-    ));
+    f.push(("ResultStatus", q(if kind <= 1 { "True" } else { "Succeeded" })));
     f.push(("UserKey", q(&format!("1003BFFD{:08X}", r & 0xFFFF_FFFF))));
     f.push(("UserType", "0".into()));
     f.push(("Version", "1".into()));
@@ -273,10 +230,7 @@ fn exchange(f: &mut Vec<(&str, String)>, r: u64, upn: &str, ip: &str, tenant_id:
     f.push(("UserId", q(upn)));
     match op {
         "New-InboxRule" => {
-            f.push((
-                "ObjectId",
-                q(&format!("contoso.onmicrosoft.com/Users/{upn}\\.")),
-            ));
+            f.push(("ObjectId", q(&format!("contoso.onmicrosoft.com/Users/{upn}\\."))));
             f.push((
                 "Parameters",
                 format!(
@@ -300,36 +254,22 @@ fn exchange(f: &mut Vec<(&str, String)>, r: u64, upn: &str, ip: &str, tenant_id:
             f.push(("AppId", q("00000002-0000-0ff1-ce00-000000000000")));
             f.push(("ClientAppId", q("")));
             f.push(("ClientIPAddress", q(ip)));
-            f.push((
-                "ClientInfoString",
-                q(CLIENTS[((r >> 16) % CLIENTS.len() as u64) as usize]),
-            ));
+            f.push(("ClientInfoString", q(CLIENTS[((r >> 16) % CLIENTS.len() as u64) as usize])));
             f.push(("ExternalAccess", "false".into()));
             f.push(("InternalLogonType", "0".into()));
             f.push(("LogonType", "0".into()));
-            f.push((
-                "LogonUserSid",
-                q(&format!(
-                    "S-1-5-21-1234567890-{}-{}-{}",
-                    r % 99999,
-                    r % 7777,
-                    1000 + r % 500
-                )),
-            ));
+            f.push(("LogonUserSid", q(&format!("S-1-5-21-1234567890-{}-{}-{}", r % 99999, r % 7777, 1000 + r % 500))));
             f.push(("MailboxGuid", q(&guid(r, 30))));
             f.push((
                 "MailboxOwnerSid",
-                q(&format!(
-                    "S-1-5-21-1234567890-{}-{}-{}",
-                    r % 99999,
-                    r % 7777,
-                    1000 + r % 500
-                )),
+                q(&format!("S-1-5-21-1234567890-{}-{}-{}", r % 99999, r % 7777, 1000 + r % 500)),
             ));
             f.push(("MailboxOwnerUPN", q(upn)));
             f.push((
                 "OperationProperties",
-                format!(r#"[{{"Name":"MailAccessType","Value":"{access}"}},{{"Name":"IsThrottled","Value":"{throttled}"}}]"#),
+                format!(
+                    r#"[{{"Name":"MailAccessType","Value":"{access}"}},{{"Name":"IsThrottled","Value":"{throttled}"}}]"#
+                ),
             ));
             f.push(("OrganizationName", q("contoso.onmicrosoft.com")));
             f.push(("OriginatingServer", q("DB9PR04MB8462 (15.20.8005.017)")));
@@ -349,7 +289,10 @@ fn exchange(f: &mut Vec<(&str, String)>, r: u64, upn: &str, ip: &str, tenant_id:
                 .collect();
             f.push((
                 "Folders",
-                format!(r#"[{{"FolderItems":[{}],"Id":"LgAAAAAdhAMRqmYRzZvIAKoAL8RaAQBIbY","Path":"\\Inbox"}}]"#, items.join(",")),
+                format!(
+                    r#"[{{"FolderItems":[{}],"Id":"LgAAAAAdhAMRqmYRzZvIAKoAL8RaAQBIbY","Path":"\\Inbox"}}]"#,
+                    items.join(",")
+                ),
             ));
         }
     }

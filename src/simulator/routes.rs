@@ -19,26 +19,18 @@ type S = Arc<Tenant>;
 
 pub fn router(tenant: S) -> Router {
     let api = Router::new()
-        .route(
-            "/api/{ver}/{tenant}/activity/feed/subscriptions/list",
-            get(list_subscriptions),
-        )
-        .route(
-            "/api/{ver}/{tenant}/activity/feed/subscriptions/start",
-            post(start_subscription),
-        )
-        .route(
-            "/api/{ver}/{tenant}/activity/feed/subscriptions/content",
-            get(list_content),
-        )
-        .route(
-            "/api/{ver}/{tenant}/activity/feed/audit/{content_id}",
-            get(fetch_blob),
-        )
+        .route("/api/{ver}/{tenant}/activity/feed/subscriptions/list", get(list_subscriptions))
+        .route("/api/{ver}/{tenant}/activity/feed/subscriptions/start", post(start_subscription))
+        .route("/api/{ver}/{tenant}/activity/feed/subscriptions/content", get(list_content))
+        .route("/api/{ver}/{tenant}/activity/feed/audit/{content_id}", get(fetch_blob))
         .layer(middleware::from_fn_with_state(tenant.clone(), faults));
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/{ver}/auditLogs/{kind}", get(graph_logs))
+        .route("/v1.0/identityProtection/riskDetections", get(risk_detections))
+        .route("/v1.0/security/alerts_v2", get(alerts_v2))
+        .route("/v1.0/admin/exchange/tracing/messageTraces", get(message_traces))
+        .route("/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values", get(activity_log))
         .route("/_sim/truth", get(truth))
         .route("/_sim/stats", get(stats))
         .merge(api)
@@ -68,10 +60,10 @@ async fn faults(State(t): State<S>, req: Request, next: Next) -> Response {
         tokio::time::sleep(s.latency).await;
     }
     let n = t.next_request();
-    let has_publisher = req.uri().query().is_some_and(|q| {
-        q.split('&')
-            .any(|kv| kv.to_ascii_lowercase().starts_with("publisheridentifier="))
-    });
+    let has_publisher = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.to_ascii_lowercase().starts_with("publisheridentifier=")));
     t.stats_mut(|st| {
         st.api_requests += 1;
         if !has_publisher {
@@ -88,19 +80,14 @@ async fn faults(State(t): State<S>, req: Request, next: Next) -> Response {
         };
         let mut r = (StatusCode::FORBIDDEN, body).into_response();
         if n % 3 == 0 {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         return r;
     }
     if s.error_every > 0 && (n + 7) % s.error_every < s.error_burst {
         t.stats_mut(|st| st.server_errors += 1);
         return if n % 2 == 0 {
-            af(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "AF50000",
-                "An internal error occurred.",
-            )
+            af(StatusCode::INTERNAL_SERVER_ERROR, "AF50000", "An internal error occurred.")
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response()
         };
@@ -109,10 +96,7 @@ async fn faults(State(t): State<S>, req: Request, next: Next) -> Response {
 }
 
 fn check_auth(t: &Tenant, headers: &HeaderMap, tenant: &str) -> Result<(), Response> {
-    let tok = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let tok = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match tok {
         Some(tok) if t.token_valid(tok) => {}
         _ => {
@@ -134,23 +118,17 @@ fn check_auth(t: &Tenant, headers: &HeaderMap, tenant: &str) -> Result<(), Respo
 }
 
 async fn token(State(t): State<S>, Path(tenant): Path<String>, body: String) -> Response {
-    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     let s = &t.scenario;
     if !tenant.eq_ignore_ascii_case(&s.tenant_id) {
         return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error":"invalid_request","error_description":format!("AADSTS90002: Tenant '{tenant}' not found.")}))).into_response();
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials")
-        || !form
-            .get("scope")
-            .is_some_and(|sc| sc.ends_with("/.default"))
+        || !form.get("scope").is_some_and(|sc| sc.ends_with("/.default"))
     {
         return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error":"invalid_request","error_description":"AADSTS900144: The request body must contain grant_type=client_credentials and a /.default scope."}))).into_response();
     }
-    if form.get("client_id") != Some(&s.client_id)
-        || form.get("client_secret") != Some(&s.client_secret)
-    {
+    if form.get("client_id") != Some(&s.client_id) || form.get("client_secret") != Some(&s.client_secret) {
         return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}))).into_response();
     }
     axum::Json(serde_json::json!({
@@ -188,14 +166,11 @@ async fn start_subscription(
         return r;
     }
     let Some(ct) = q.get("contentType").and_then(|c| t.ct_index(c)) else {
-        return af(
-            StatusCode::BAD_REQUEST,
-            "AF20020",
-            "The specified content type is not valid.",
-        );
+        return af(StatusCode::BAD_REQUEST, "AF20020", "The specified content type is not valid.");
     };
     t.start_subscription(ct);
-    axum::Json(serde_json::json!({"contentType": t.scenario.content_types[ct], "status": "enabled", "webhook": null})).into_response()
+    axum::Json(serde_json::json!({"contentType": t.scenario.content_types[ct], "status": "enabled", "webhook": null}))
+        .into_response()
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -204,9 +179,7 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
             return Some(n.and_utc());
         }
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
 }
 
 async fn list_content(
@@ -221,17 +194,9 @@ async fn list_content(
     }
     t.stats_mut(|s| s.list_requests += 1);
     let Some(ct) = q.get("contentType").and_then(|c| t.ct_index(c)) else {
-        return af(
-            StatusCode::BAD_REQUEST,
-            "AF20020",
-            "The specified content type is not valid.",
-        );
+        return af(StatusCode::BAD_REQUEST, "AF20020", "The specified content type is not valid.");
     };
-    if t.scenario
-        .forbidden_content_types
-        .iter()
-        .any(|c| c == &t.scenario.content_types[ct])
-    {
+    if t.scenario.forbidden_content_types.iter().any(|c| c == &t.scenario.content_types[ct]) {
         return af(
             StatusCode::FORBIDDEN,
             "AF10001",
@@ -240,18 +205,10 @@ async fn list_content(
     }
     match t.subscription(ct) {
         None => {
-            return af(
-                StatusCode::BAD_REQUEST,
-                "AF20022",
-                "No subscription found for the specified content type.",
-            );
+            return af(StatusCode::BAD_REQUEST, "AF20022", "No subscription found for the specified content type.");
         }
         Some(s) if !s.enabled => {
-            return af(
-                StatusCode::BAD_REQUEST,
-                "AF20023",
-                "The subscription was disabled by an administrator.",
-            );
+            return af(StatusCode::BAD_REQUEST, "AF20023", "The subscription was disabled by an administrator.");
         }
         Some(_) => {}
     }
@@ -261,27 +218,15 @@ async fn list_content(
         (Some(a), Some(b)) => match (parse_time(a), parse_time(b)) {
             (Some(a), Some(b)) => (a, b),
             _ => {
-                return af(
-                    StatusCode::BAD_REQUEST,
-                    "AF20002",
-                    "startTime or endTime has an invalid format.",
-                );
+                return af(StatusCode::BAD_REQUEST, "AF20002", "startTime or endTime has an invalid format.");
             }
         },
         _ => {
-            return af(
-                StatusCode::BAD_REQUEST,
-                "AF20001",
-                "Both startTime and endTime must be specified, or neither.",
-            );
+            return af(StatusCode::BAD_REQUEST, "AF20001", "Both startTime and endTime must be specified, or neither.");
         }
     };
     if start >= end {
-        return af(
-            StatusCode::BAD_REQUEST,
-            "AF20055",
-            "Start time must be before end time.",
-        );
+        return af(StatusCode::BAD_REQUEST, "AF20055", "Start time must be before end time.");
     }
     if end - start > chrono::Duration::hours(24) || start < now - chrono::Duration::days(7) {
         return af(
@@ -291,10 +236,7 @@ async fn list_content(
         );
     }
     let all = t.listable(ct, start, end);
-    let offset: usize = match q
-        .get("nextPage")
-        .map(|p| p.strip_prefix("p").and_then(|n| n.parse().ok()))
-    {
+    let offset: usize = match q.get("nextPage").map(|p| p.strip_prefix("p").and_then(|n| n.parse().ok())) {
         None => 0,
         Some(Some(n)) => n,
         Some(None) => return af(StatusCode::BAD_REQUEST, "AF20031", "Invalid nextPage."),
@@ -304,12 +246,7 @@ async fn list_content(
     let host = uri
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
         .unwrap_or_else(|| "localhost".into());
     let items: Vec<_> = all
         .iter()
@@ -359,11 +296,7 @@ async fn fetch_blob(
     }
     t.stats_mut(|s| s.blob_fetches += 1);
     let Some(b) = t.find_blob(&content_id) else {
-        return af(
-            StatusCode::BAD_REQUEST,
-            "AF20050",
-            "The specified content does not exist.",
-        );
+        return af(StatusCode::BAD_REQUEST, "AF20050", "The specified content does not exist.");
     };
     if b.expired || t.now() > b.created + chrono::Duration::days(7) {
         return af(
@@ -393,6 +326,22 @@ fn graph_err(status: StatusCode, code: &str, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// How one simulated collection endpoint filters and pages.
+struct Endpoint {
+    kind: usize,
+    time_field: &'static str,
+    /// Provisioning accepts only gt/lt.
+    only_gt_lt: bool,
+    max_top: usize,
+    needs_premium: bool,
+    /// Message trace: both bounds required, at most this many days apart, at most 90 days back.
+    max_window_days: Option<i64>,
+    /// ARM: quoted timestamps, `nextLink`, `api-version` required.
+    arm: bool,
+    /// `auditLogs/*` count against 5 requests per 10 s; message trace against 100 per 5 min.
+    limit: Option<(usize, u64)>,
+}
+
 /// `GET /{v1.0|beta}/auditLogs/{signIns|directoryAudits|provisioning}`.
 async fn graph_logs(
     State(t): State<S>,
@@ -401,90 +350,195 @@ async fn graph_logs(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    use super::graph::{KINDS, render};
-    if let Err(r) = check_graph_auth(&t, &headers) {
-        return r;
-    }
-    if let Some(wait) = t.graph.admit(t.scenario.graph_rate_limit) {
-        let mut r = graph_err(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "Too many requests.",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        return r;
-    }
-    let (time_field, only_gt_lt) = match kind.as_str() {
-        "signIns" => ("createdDateTime", false),
-        "directoryAudits" => ("activityDateTime", false),
-        "provisioning" => ("activityDateTime", true),
-        _ => {
-            return graph_err(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                "Resource not found.",
-            );
-        }
+    let (time_field, only_gt_lt, base_kind) = match kind.as_str() {
+        "signIns" => ("createdDateTime", false, 0),
+        "directoryAudits" => ("activityDateTime", false, 4),
+        "provisioning" => ("activityDateTime", true, 5),
+        _ => return graph_err(StatusCode::NOT_FOUND, "ResourceNotFound", "Resource not found."),
     };
-    if kind == "signIns" && !t.scenario.premium {
+    let ep = Endpoint {
+        kind: base_kind,
+        time_field,
+        only_gt_lt,
+        max_top: 1000,
+        needs_premium: kind == "signIns",
+        max_window_days: None,
+        arm: false,
+        limit: Some((5, 10)),
+    };
+    serve(&t, ep, Some(&ver), &q, &uri, &headers).await
+}
+
+async fn risk_detections(
+    State(t): State<S>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let ep = Endpoint {
+        kind: 6,
+        time_field: "lastUpdatedDateTime",
+        only_gt_lt: false,
+        max_top: 500,
+        needs_premium: true,
+        max_window_days: None,
+        arm: false,
+        limit: None,
+    };
+    serve(&t, ep, None, &q, &uri, &headers).await
+}
+
+async fn alerts_v2(
+    State(t): State<S>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let ep = Endpoint {
+        kind: 7,
+        time_field: "lastUpdateDateTime",
+        only_gt_lt: false,
+        max_top: 2000,
+        needs_premium: false,
+        max_window_days: None,
+        arm: false,
+        limit: None,
+    };
+    serve(&t, ep, None, &q, &uri, &headers).await
+}
+
+async fn message_traces(
+    State(t): State<S>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let ep = Endpoint {
+        kind: 8,
+        time_field: "receivedDateTime",
+        only_gt_lt: false,
+        max_top: 5000,
+        needs_premium: false,
+        max_window_days: Some(10),
+        arm: false,
+        limit: Some((100, 300)),
+    };
+    serve(&t, ep, None, &q, &uri, &headers).await
+}
+
+async fn activity_log(
+    State(t): State<S>,
+    Path(sub): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if q.get("api-version").map(String::as_str) != Some("2015-04-01") {
+        return graph_err(
+            StatusCode::BAD_REQUEST,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required.",
+        );
+    }
+    if sub != super::records::guid(t.scenario.seed, 77) {
+        return graph_err(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            &format!("The subscription '{sub}' could not be found."),
+        );
+    }
+    let ep = Endpoint {
+        kind: 9,
+        time_field: "eventTimestamp",
+        only_gt_lt: false,
+        max_top: 1000,
+        needs_premium: false,
+        max_window_days: None,
+        arm: true,
+        limit: None,
+    };
+    serve(&t, ep, None, &q, &uri, &headers).await
+}
+
+async fn serve(
+    t: &Tenant,
+    ep: Endpoint,
+    ver: Option<&str>,
+    q: &HashMap<String, String>,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Response {
+    use super::graph::{KINDS, render};
+    if let Err(r) = check_graph_auth(t, headers) {
+        return r;
+    }
+    if let Some((n, secs)) = ep.limit
+        && let Some(wait) = t.graph.admit(ep.kind == 8, n, secs, t.scenario.graph_rate_limit)
+    {
+        let mut r = graph_err(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many requests.");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return r;
+    }
+    if ep.needs_premium && !t.scenario.premium {
         return graph_err(
             StatusCode::FORBIDDEN,
             "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
             "Neither tenant is B2C or tenant doesn't have premium license",
         );
     }
-    let top: usize = q.get("$top").and_then(|v| v.parse().ok()).unwrap_or(1000);
-    if top == 0 || top > 1000 {
+    let top: usize = q.get("$top").and_then(|v| v.parse().ok()).unwrap_or(ep.max_top.min(1000));
+    if top == 0 || top > ep.max_top {
         return graph_err(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "Invalid $top: the maximum page size is 1000.",
+            &format!("Invalid $top: the maximum page size is {}.", ep.max_top),
         );
     }
     let mut lo = (DateTime::<Utc>::MIN_UTC, true);
     let mut hi = (DateTime::<Utc>::MAX_UTC, true);
+    let (mut has_lo, mut has_hi) = (false, false);
     let mut event_type = "interactiveUser".to_string();
-    for clause in q
-        .get("$filter")
-        .map(String::as_str)
-        .unwrap_or("")
-        .split(" and ")
-        .filter(|c| !c.trim().is_empty())
-    {
+    for clause in q.get("$filter").map(String::as_str).unwrap_or("").split(" and ").filter(|c| !c.trim().is_empty()) {
         let c = clause.trim();
         if let Some(rest) = c.strip_prefix("signInEventTypes/any(t: t eq '") {
             // v1.0 has only interactive sign-ins; beta honours the event-type filter.
-            if ver == "beta" {
+            if ver == Some("beta") {
                 event_type = rest.trim_end_matches("')").to_string();
             }
             continue;
         }
         let parts: Vec<&str> = c.splitn(3, ' ').collect();
-        let (Some(field), Some(op), Some(value)) = (parts.first(), parts.get(1), parts.get(2))
-        else {
-            return graph_err(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("Invalid filter clause: {c}"),
-            );
+        let (Some(field), Some(op), Some(value)) = (parts.first(), parts.get(1), parts.get(2)) else {
+            return graph_err(StatusCode::BAD_REQUEST, "BadRequest", &format!("Invalid filter clause: {c}"));
         };
-        if *field != time_field {
+        if *field != ep.time_field {
             return graph_err(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 &format!("Invalid filter clause: unsupported property {field}"),
             );
         }
-        if only_gt_lt && matches!(*op, "ge" | "le") {
+        if ep.only_gt_lt && matches!(*op, "ge" | "le") {
             return graph_err(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                &format!(
-                    "Invalid filter clause: the operator '{op}' is not supported; use gt or lt"
-                ),
+                &format!("Invalid filter clause: the operator '{op}' is not supported; use gt or lt"),
             );
         }
+        let value = if ep.arm {
+            match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+                Some(v) => v,
+                None => {
+                    return graph_err(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "The $filter is invalid: timestamps must be quoted.",
+                    );
+                }
+            }
+        } else {
+            value
+        };
         let Ok(v) = DateTime::parse_from_rfc3339(value) else {
             return graph_err(
                 StatusCode::BAD_REQUEST,
@@ -494,10 +548,8 @@ async fn graph_logs(
         };
         let v = v.with_timezone(&Utc);
         match *op {
-            "ge" => lo = (v, true),
-            "gt" => lo = (v, false),
-            "le" => hi = (v, true),
-            "lt" => hi = (v, false),
+            "ge" | "gt" => (lo, has_lo) = ((v, *op == "ge"), true),
+            "le" | "lt" => (hi, has_hi) = ((v, *op == "le"), true),
             _ => {
                 return graph_err(
                     StatusCode::BAD_REQUEST,
@@ -507,8 +559,24 @@ async fn graph_logs(
             }
         }
     }
-    let kind_ix = match kind.as_str() {
-        "signIns" => match KINDS.iter().position(|k| *k == event_type) {
+    let now = t.now();
+    if let Some(days) = ep.max_window_days {
+        if !(has_lo && has_hi) {
+            return graph_err(StatusCode::BAD_REQUEST, "BadRequest", "Both receivedDateTime bounds are required.");
+        }
+        if hi.0 - lo.0 > chrono::Duration::days(days) {
+            return graph_err(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("The date range must not exceed {days} days."),
+            );
+        }
+        if lo.0 < now - chrono::Duration::days(90) {
+            return graph_err(StatusCode::BAD_REQUEST, "BadRequest", "The start date must be within the last 90 days.");
+        }
+    }
+    let kind_ix = if ep.kind == 0 {
+        match KINDS.iter().position(|k| *k == event_type) {
             Some(i) if i < 4 => i,
             _ => {
                 return graph_err(
@@ -517,86 +585,46 @@ async fn graph_logs(
                     &format!("Invalid sign-in event type {event_type}"),
                 );
             }
-        },
-        "directoryAudits" => 4,
-        _ => 5,
+        }
+    } else {
+        ep.kind
     };
-    let now = t.now();
     let all = t.graph.query(kind_ix, lo, hi, now);
-    let offset: usize = q
-        .get("$skiptoken")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let offset: usize = q.get("$skiptoken").and_then(|v| v.parse().ok()).unwrap_or(0);
     // Alternate responses use another key order: a re-read must not look like a change.
     let reorder = t.next_request() % 2 == 1;
-    let items: Vec<String> = all
-        .iter()
-        .skip(offset)
-        .take(top)
-        .map(|e| {
-            render(
-                t.graph.seed(),
-                e,
-                if e.updated_at.is_some_and(|u| u <= now) {
-                    2
-                } else {
-                    1
-                },
-                reorder,
-            )
-        })
-        .collect();
-    let mut body = format!(
-        "{{\"@odata.context\":\"https://graph.microsoft.com/{ver}/$metadata#auditLogs/{kind}\",\"value\":[{}]",
-        items.join(",")
-    );
+    let items: Vec<String> =
+        all.iter().skip(offset).take(top).map(|e| render(t.graph.seed(), e, e.version(now), reorder)).collect();
+    let mut body = format!("{{\"value\":[{}]", items.join(","));
     if offset + top < all.len() {
         let host = uri
             .authority()
             .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
+            .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
             .unwrap_or_default();
-        let mut u =
-            url::Url::parse(&format!("https://{host}/{ver}/auditLogs/{kind}")).expect("url");
+        let mut u = url::Url::parse(&format!("https://{host}{}", uri.path())).expect("url");
         {
             let mut qp = u.query_pairs_mut();
-            for k in ["$filter", "$top"] {
+            for k in ["api-version", "$filter", "$top"] {
                 if let Some(v) = q.get(k) {
                     qp.append_pair(k, v);
                 }
             }
             qp.append_pair("$skiptoken", &(offset + top).to_string());
         }
-        body.push_str(&format!(
-            ",\"@odata.nextLink\":{}",
-            serde_json::to_string(u.as_str()).expect("string")
-        ));
+        let key = if ep.arm { "nextLink" } else { "@odata.nextLink" };
+        body.push_str(&format!(",\"{key}\":{}", serde_json::to_string(u.as_str()).expect("string")));
     }
     body.push('}');
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn check_graph_auth(t: &Tenant, headers: &HeaderMap) -> Result<(), Response> {
-    let tok = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let tok = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match tok {
         Some(tok) if t.token_valid(tok) => Ok(()),
-        _ => Err(graph_err(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "Access token is empty or invalid.",
-        )),
+        _ => {
+            Err(graph_err(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token is empty or invalid."))
+        }
     }
 }

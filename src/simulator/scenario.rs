@@ -79,10 +79,7 @@ impl Default for Scenario {
             tenant_id: "7b3f5c1e-9a2d-4e8f-b6c4-2d1e0f9a8b7c".into(),
             client_id: "5a1c7e3b-2f4d-4b6a-9c8e-1d0f2e3a4b5c".into(),
             client_secret: "sim-secret-do-not-use".into(),
-            content_types: crate::config::CONTENT_TYPES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            content_types: crate::config::CONTENT_TYPES.iter().map(|s| s.to_string()).collect(),
             history_days: 2.0,
             history_records: 20_000,
             records_per_blob: 100,

@@ -84,13 +84,7 @@ impl Tenant {
         let mut subs = HashMap::new();
         if scenario.subscriptions_enabled {
             for ct in 0..cts {
-                subs.insert(
-                    ct,
-                    Sub {
-                        enabled: true,
-                        started_at: now - chrono::Duration::days(30),
-                    },
-                );
+                subs.insert(ct, Sub { enabled: true, started_at: now - chrono::Duration::days(30) });
             }
         }
         let t = Tenant {
@@ -100,9 +94,7 @@ impl Tenant {
             stats: Mutex::new(Stats::default()),
             fetched: Mutex::new(HashMap::new()),
             request_no: AtomicU64::new(0),
-            live_on: AtomicBool::new(
-                scenario.live_records_per_sec > 0.0 || scenario.graph_live_records_per_sec > 0.0,
-            ),
+            live_on: AtomicBool::new(scenario.live_records_per_sec > 0.0 || scenario.graph_live_records_per_sec > 0.0),
             live_debt: Mutex::new(0.0),
             token_no: AtomicU64::new(0),
             rendered: Mutex::new(HashMap::new()),
@@ -114,8 +106,7 @@ impl Tenant {
             let ct = (i % cts as u64) as usize;
             // Spread over the history, newest last; leave the last minute free of history.
             let frac = i as f64 / total_blobs.max(1) as f64;
-            let created = now - span
-                + chrono::Duration::milliseconds((span.num_milliseconds() as f64 * frac) as i64)
+            let created = now - span + chrono::Duration::milliseconds((span.num_milliseconds() as f64 * frac) as i64)
                 - chrono::Duration::seconds(60);
             let n = left.min(per_blob) as u32;
             left -= n as u64;
@@ -134,11 +125,7 @@ impl Tenant {
         let s = &self.scenario;
         let r = h(&[s.seed, 100, ct as u64, seq]);
         let late = unit(r) < s.late_listing_fraction;
-        let delay = if late {
-            s.late_listing_max.mul_f64(unit(h(&[r, 1])))
-        } else {
-            Duration::ZERO
-        };
+        let delay = if late { s.late_listing_max.mul_f64(unit(h(&[r, 1]))) } else { Duration::ZERO };
         Blob {
             ct,
             seq,
@@ -204,34 +191,18 @@ impl Tenant {
             chrono::Duration::seconds(60 + (h(&[r, 2]) % 5_400) as i64)
         };
         // Re-deliveries keep the original blob's time base.
-        let base = if oseq == b.seq {
-            b.created
-        } else {
-            self.blob(b.ct, oseq)
-                .map(|o| o.created)
-                .unwrap_or(b.created)
-        };
+        let base =
+            if oseq == b.seq { b.created } else { self.blob(b.ct, oseq).map(|o| o.created).unwrap_or(b.created) };
         base - lag
     }
 
     fn blob(&self, ct: usize, seq: u64) -> Option<Blob> {
-        self.blobs
-            .lock()
-            .expect("blobs")
-            .get(ct)?
-            .get(seq as usize)
-            .cloned()
+        self.blobs.lock().expect("blobs").get(ct)?.get(seq as usize).cloned()
     }
 
     /// A snapshot of every blob of every content type.
     fn all_blobs(&self) -> Vec<Blob> {
-        self.blobs
-            .lock()
-            .expect("blobs")
-            .iter()
-            .flatten()
-            .cloned()
-            .collect()
+        self.blobs.lock().expect("blobs").iter().flatten().cloned().collect()
     }
 
     /// Renders every current blob's body once and serves it from memory from then on.
@@ -239,10 +210,7 @@ impl Tenant {
         let blobs = self.all_blobs();
         let mut out = HashMap::with_capacity(blobs.len());
         for b in &blobs {
-            out.insert(
-                b.content_id.clone(),
-                axum::body::Bytes::from(self.render_body(b)),
-            );
+            out.insert(b.content_id.clone(), axum::body::Bytes::from(self.render_body(b)));
         }
         *self.rendered.lock().expect("rendered") = out;
     }
@@ -282,21 +250,14 @@ impl Tenant {
     }
 
     pub fn find_blob(&self, content_id: &str) -> Option<Blob> {
-        self.blobs
-            .lock()
-            .expect("blobs")
-            .iter()
-            .flatten()
-            .find(|b| b.content_id == content_id)
-            .cloned()
+        self.blobs.lock().expect("blobs").iter().flatten().find(|b| b.content_id == content_id).cloned()
     }
 
     /// Blobs of `ct` created in `[start, end)` and visible now, in the order they became visible.
     pub fn listable(&self, ct: usize, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<Blob> {
         let now = self.now();
         if let Some(sub) = self.subs.lock().expect("subs").get(&ct)
-            && now - sub.started_at
-                < chrono::Duration::from_std(self.scenario.warm_up).unwrap_or_default()
+            && now - sub.started_at < chrono::Duration::from_std(self.scenario.warm_up).unwrap_or_default()
         {
             return Vec::new();
         }
@@ -321,10 +282,7 @@ impl Tenant {
     pub fn start_subscription(&self, ct: usize) {
         let now = self.now();
         let mut subs = self.subs.lock().expect("subs");
-        let e = subs.entry(ct).or_insert(Sub {
-            enabled: false,
-            started_at: now,
-        });
+        let e = subs.entry(ct).or_insert(Sub { enabled: false, started_at: now });
         if !e.enabled {
             e.enabled = true;
             e.started_at = now;
@@ -339,37 +297,22 @@ impl Tenant {
     }
 
     pub fn subscriptions(&self) -> Vec<(usize, Sub)> {
-        let mut v: Vec<_> = self
-            .subs
-            .lock()
-            .expect("subs")
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
+        let mut v: Vec<_> = self.subs.lock().expect("subs").iter().map(|(k, v)| (*k, v.clone())).collect();
         v.sort_by_key(|(k, _)| *k);
         v
     }
 
     pub fn issue_token(&self) -> String {
         let n = self.token_no.fetch_add(1, Ordering::Relaxed);
-        let tok = format!(
-            "simtok.{}.{}",
-            n,
-            &record_id(self.scenario.seed, 99, n, 0)[..8]
-        );
-        let exp = self.now()
-            + chrono::Duration::from_std(self.scenario.token_lifetime).unwrap_or_default();
+        let tok = format!("simtok.{}.{}", n, &record_id(self.scenario.seed, 99, n, 0)[..8]);
+        let exp = self.now() + chrono::Duration::from_std(self.scenario.token_lifetime).unwrap_or_default();
         self.tokens.lock().expect("tokens").insert(tok.clone(), exp);
         self.stats.lock().expect("stats").token_requests += 1;
         tok
     }
 
     pub fn token_valid(&self, tok: &str) -> bool {
-        self.tokens
-            .lock()
-            .expect("tokens")
-            .get(tok)
-            .is_some_and(|e| *e > self.now())
+        self.tokens.lock().expect("tokens").get(tok).is_some_and(|e| *e > self.now())
     }
 
     /// Revokes every issued token (a test of 401 handling).
@@ -390,11 +333,7 @@ impl Tenant {
         let n = m.entry(content_id.to_string()).or_insert(0);
         *n += 1;
         if *n == 2 {
-            self.stats
-                .lock()
-                .expect("stats")
-                .blobs_fetched_twice
-                .push(content_id.to_string());
+            self.stats.lock().expect("stats").blobs_fetched_twice.push(content_id.to_string());
         }
     }
 
@@ -450,12 +389,6 @@ impl Tenant {
 
     /// When the last blob becomes listable.
     pub fn last_visible_at(&self) -> Option<DateTime<Utc>> {
-        self.blobs
-            .lock()
-            .expect("blobs")
-            .iter()
-            .flatten()
-            .map(|b| b.visible_at)
-            .max()
+        self.blobs.lock().expect("blobs").iter().flatten().map(|b| b.visible_at).max()
     }
 }

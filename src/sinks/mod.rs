@@ -80,10 +80,10 @@ pub fn build(s: &SinkSettings) -> Result<BuiltSink, SinkBuildError> {
     match s {
         SinkSettings::File(f) => Ok(BuiltSink {
             name: f.name.clone(),
-            sink: Box::new(file::FileSink::new(f.clone()).map_err(|e| SinkBuildError {
-                name: f.name.clone(),
-                message: e.to_string(),
-            })?),
+            sink: Box::new(
+                file::FileSink::new(f.clone())
+                    .map_err(|e| SinkBuildError { name: f.name.clone(), message: e.to_string() })?,
+            ),
             batch_records: f.batch_records,
             batch_bytes: f.batch_bytes,
         }),

@@ -43,12 +43,7 @@ impl Caller {
             .with_max_times(8)
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        url: &str,
-        extra_headers: &[(&str, &str)],
-    ) -> Result<Reply, ApiError> {
+    pub async fn call(&self, method: Method, url: &str, extra_headers: &[(&str, &str)]) -> Result<Reply, ApiError> {
         let mut refreshed = false;
         loop {
             let attempt = || self.call_once(method.clone(), url, extra_headers);
@@ -56,21 +51,13 @@ impl Caller {
                 .retry(self.backoff)
                 .when(ApiError::is_retryable)
                 .adjust(|e, d| match (e, d) {
-                    (
-                        ApiError::Throttled {
-                            retry_after: Some(ra),
-                            ..
-                        },
-                        Some(d),
-                    ) => Some((*ra).max(d)),
+                    (ApiError::Throttled { retry_after: Some(ra), .. }, Some(d)) => Some((*ra).max(d)),
                     (_, d) => d,
                 })
                 .notify(|e, d| {
-                    metrics::counter!("auditkeeper_source_retries_total", "api" => self.api)
-                        .increment(1);
+                    metrics::counter!("auditkeeper_source_retries_total", "api" => self.api).increment(1);
                     if matches!(e, ApiError::Throttled { .. }) {
-                        metrics::counter!("auditkeeper_source_throttled_total", "api" => self.api)
-                            .increment(1);
+                        metrics::counter!("auditkeeper_source_throttled_total", "api" => self.api).increment(1);
                     }
                     tracing::debug!(api = self.api, error = %e, retry_in = ?d, "retrying call");
                 })
@@ -86,73 +73,38 @@ impl Caller {
         }
     }
 
-    async fn call_once(
-        &self,
-        method: Method,
-        url: &str,
-        extra_headers: &[(&str, &str)],
-    ) -> Result<Reply, ApiError> {
+    async fn call_once(&self, method: Method, url: &str, extra_headers: &[(&str, &str)]) -> Result<Reply, ApiError> {
         self.limiter.until_ready().await;
         let token = self.auth.token(&self.resource).await.map_err(|e| {
-            if e.is_rejection() {
-                ApiError::Credential(e.to_string())
-            } else {
-                ApiError::Transient(e.to_string())
-            }
+            if e.is_rejection() { ApiError::Credential(e.to_string()) } else { ApiError::Transient(e.to_string()) }
         })?;
         let mut req = self.http.request(method.clone(), url).bearer_auth(token);
         for (k, v) in extra_headers {
             req = req.header(*k, *v);
         }
         if method == Method::POST {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body("{}");
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body("{}");
         }
         let resp = req.send().await.map_err(|e| {
-            ApiError::Transient(format!(
-                "request failed: {}",
-                crate::http::error_chain(&e.without_url())
-            ))
+            ApiError::Transient(format!("request failed: {}", crate::http::error_chain(&e.without_url())))
         })?;
-        if let Some(d) = resp
-            .headers()
-            .get(reqwest::header::DATE)
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(d) = resp.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok()) {
             self.clock.observe(d);
         }
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(|e| {
-            ApiError::Transient(format!(
-                "response body interrupted: {}",
-                crate::http::error_chain(&e.without_url())
-            ))
+            ApiError::Transient(format!("response body interrupted: {}", crate::http::error_chain(&e.without_url())))
         })?;
         if status.is_success() {
-            Ok(Reply {
-                body: body.into(),
-                headers,
-            })
+            Ok(Reply { body: body.into(), headers })
         } else {
-            Err((self.classify)(
-                status.as_u16(),
-                &body,
-                retry_after(&headers),
-            ))
+            Err((self.classify)(status.as_u16(), &body, retry_after(&headers)))
         }
     }
 }
 
 /// Parses `Retry-After` as seconds (the only form Microsoft sends).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }

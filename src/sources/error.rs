@@ -7,10 +7,7 @@ use std::time::Duration;
 pub enum ApiError {
     /// AF429 (arrives as HTTP 403) or HTTP 429: back off, honouring Retry-After.
     #[error("throttled by Microsoft ({code})")]
-    Throttled {
-        code: String,
-        retry_after: Option<Duration>,
-    },
+    Throttled { code: String, retry_after: Option<Duration> },
     /// 5xx, AF50000, timeouts, connection errors: retry with backoff.
     #[error("transient error: {0}")]
     Transient(String),

@@ -32,8 +32,7 @@ pub struct ParsedBlob {
 /// The dedupe key is derived from `Id` and never from the raw text: Microsoft re-delivers the
 /// same record with a different key order.
 pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
-    let items: Vec<&RawValue> =
-        serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
     let base = body.as_ptr() as usize;
     let mut records = Vec::with_capacity(items.len());
     let mut without_id = 0;
@@ -41,10 +40,7 @@ pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
         let text = item.get();
         let start = text.as_ptr() as usize - base;
         let raw = start..start + text.len();
-        let head: Head<'_> = serde_json::from_str(text).unwrap_or(Head {
-            id: None,
-            creation_time: None,
-        });
+        let head: Head<'_> = serde_json::from_str(text).unwrap_or(Head { id: None, creation_time: None });
         let event_time_ms = head
             .creation_time
             .as_deref()
@@ -59,18 +55,9 @@ pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
                 (k, hex::encode(k))
             }
         };
-        records.push(PageRecord {
-            key,
-            id_key: None,
-            id,
-            event_time_ms,
-            raw,
-        });
+        records.push(PageRecord { key, id_key: None, id, event_time_ms, raw });
     }
-    Ok(ParsedBlob {
-        records,
-        without_id,
-    })
+    Ok(ParsedBlob { records, without_id })
 }
 
 /// A GUID id is its own 16-byte key; anything else is hashed to 16 bytes.
@@ -98,9 +85,7 @@ pub fn parse_time_ms(s: &str) -> Option<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|n| n.and_utc().timestamp_millis())
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| n.and_utc().timestamp_millis())
 }
 
 #[cfg(test)]

@@ -96,13 +96,9 @@ impl Store {
     }
 }
 
-pub(super) fn ledger_counts(
-    c: &rusqlite::Connection,
-    stream: &str,
-) -> rusqlite::Result<LedgerCounts> {
+pub(super) fn ledger_counts(c: &rusqlite::Connection, stream: &str) -> rusqlite::Result<LedgerCounts> {
     let mut out = LedgerCounts::default();
-    let mut stmt =
-        c.prepare_cached("SELECT state, count(*) FROM blobs WHERE stream = ?1 GROUP BY state")?;
+    let mut stmt = c.prepare_cached("SELECT state, count(*) FROM blobs WHERE stream = ?1 GROUP BY state")?;
     let mut rows = stmt.query([stream])?;
     while let Some(r) = rows.next()? {
         let state: String = r.get(0)?;

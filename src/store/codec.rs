@@ -46,20 +46,14 @@ pub fn decode(data: &[u8]) -> Result<Vec<FramedRecord>, String> {
         let t = read_i64(data, &mut pos)?;
         let raw_len = read_u32(data, &mut pos)? as usize;
         let raw = take(data, &mut pos, raw_len)?;
-        out.push(FramedRecord {
-            id,
-            event_time_ms: t,
-            raw,
-        });
+        out.push(FramedRecord { id, event_time_ms: t, raw });
     }
     Ok(out)
 }
 
 fn take(data: &[u8], pos: &mut usize, n: usize) -> Result<Range<usize>, String> {
-    let end = pos
-        .checked_add(n)
-        .filter(|e| *e <= data.len())
-        .ok_or_else(|| format!("frame overruns row at byte {pos}"))?;
+    let end =
+        pos.checked_add(n).filter(|e| *e <= data.len()).ok_or_else(|| format!("frame overruns row at byte {pos}"))?;
     let r = *pos..end;
     *pos = end;
     Ok(r)
@@ -96,12 +90,7 @@ mod tests {
     fn compression_round_trips() {
         let mut buf = Vec::new();
         for i in 0..100 {
-            encode_into(
-                &mut buf,
-                &format!("id-{i}"),
-                i,
-                br#"{"Operation":"MailItemsAccessed","Workload":"Exchange"}"#,
-            );
+            encode_into(&mut buf, &format!("id-{i}"), i, br#"{"Operation":"MailItemsAccessed","Workload":"Exchange"}"#);
         }
         let stored = compress(&buf);
         assert!(stored.len() < buf.len() / 3);

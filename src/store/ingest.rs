@@ -17,10 +17,7 @@ pub enum Checkpoint {
     Cursor(String),
     /// Management Activity API: newly listed blobs enter the ledger; once a whole listing window
     /// was read, `watermark` is its end.
-    BlobsListed {
-        blobs: Vec<BlobListing>,
-        watermark: Option<String>,
-    },
+    BlobsListed { blobs: Vec<BlobListing>, watermark: Option<String> },
     /// Every record of this blob is in the page: the ledger marks it fetched, never to be fetched again.
     BlobFetched { content_id: String },
     /// The blob could not be fetched because Microsoft aged it out; counted, never silently skipped.
@@ -63,12 +60,7 @@ pub struct IngestOutcome {
 impl Store {
     /// INVARIANT: dedupe keys, spooled records and the cursor move in ONE transaction, so a
     /// crash can replay a page but can never skip one, and a replay is caught by `seen`.
-    pub fn ingest(
-        &self,
-        page: &IngestPage,
-        seen_ttl_ms: i64,
-        records_without_id: u64,
-    ) -> Result<IngestOutcome> {
+    pub fn ingest(&self, page: &IngestPage, seen_ttl_ms: i64, records_without_id: u64) -> Result<IngestOutcome> {
         let now = now_ms();
         let out = self.with_writer(|conn| {
             let tx = conn.transaction()?;
@@ -148,31 +140,21 @@ impl Store {
             tx.commit()?;
             Ok(out)
         })?;
-        self.spool_bytes
-            .fetch_add(out.spooled_bytes, Ordering::Relaxed);
+        self.spool_bytes.fetch_add(out.spooled_bytes, Ordering::Relaxed);
         Ok(out)
     }
 
     /// The stored cursor of a stream, if it has one.
     pub fn cursor(&self, stream: &str) -> Result<Option<String>> {
         self.with_writer(|c| {
-            c.query_row(
-                "SELECT cursor FROM streams WHERE stream = ?1",
-                [stream],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(|o| o.flatten())
+            c.query_row("SELECT cursor FROM streams WHERE stream = ?1", [stream], |r| r.get(0))
+                .optional()
+                .map(|o| o.flatten())
         })
     }
 }
 
-fn set_cursor(
-    tx: &rusqlite::Transaction<'_>,
-    stream: &str,
-    cursor: &str,
-    now: i64,
-) -> rusqlite::Result<()> {
+fn set_cursor(tx: &rusqlite::Transaction<'_>, stream: &str, cursor: &str, now: i64) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE streams SET cursor = ?2, cursor_updated_at = ?3 WHERE stream = ?1",
         params![stream, cursor, now],

@@ -106,15 +106,9 @@ pub fn apply(conn: &Connection, path: &Path) -> Result<()> {
 
 /// Returns the schema version, refusing a database from a newer build.
 pub fn check_readable(conn: &Connection, path: &Path) -> Result<i64> {
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| sqlerr(path, e))?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| sqlerr(path, e))?;
     if found > known_version() {
-        return Err(StoreError::NewerSchema {
-            path: path.to_path_buf(),
-            found,
-            known: known_version(),
-        });
+        return Err(StoreError::NewerSchema { path: path.to_path_buf(), found, known: known_version() });
     }
     Ok(found)
 }

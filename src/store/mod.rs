@@ -37,11 +37,7 @@ pub enum StoreError {
     #[error(
         "database {path} was written by a newer auditkeeper (schema version {found}, this build knows up to {known}); refusing to open it so it is not altered. Run the newer version or restore a backup."
     )]
-    NewerSchema {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    NewerSchema { path: PathBuf, found: i64, known: i64 },
     #[error("cannot create state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -69,10 +65,8 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database in `state_dir` and applies pending migrations.
     pub fn open(state_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
         let path = state_dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(|e| sqlerr(&path, e))?;
         configure(&conn, &path, true)?;
@@ -139,18 +133,12 @@ impl ReadOnlyStore {
 }
 
 fn sqlerr(path: &Path, source: rusqlite::Error) -> StoreError {
-    StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    }
+    StoreError::Sqlite { path: path.to_path_buf(), source }
 }
 
 fn open_reader(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| sqlerr(path, e))?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| sqlerr(path, e))?;
     configure(&conn, path, false)?;
     Ok(conn)
 }

@@ -34,8 +34,7 @@ impl Store {
                 }
                 Ok((rows, bytes))
             })?;
-            self.spool_bytes
-                .fetch_sub(bytes.min(self.spool_bytes()), Ordering::Relaxed);
+            self.spool_bytes.fetch_sub(bytes.min(self.spool_bytes()), Ordering::Relaxed);
             total += rows;
             if rows < SPOOL_CHUNK as u64 {
                 return Ok(total);
@@ -49,12 +48,11 @@ impl Store {
         let mut total = 0u64;
         loop {
             let (deleted, last) = self.with_writer(|c| {
-                let last: Option<Vec<u8>> = c
-                    .query_row(
-                        "SELECT max(key) FROM (SELECT key FROM seen WHERE key > ?1 ORDER BY key LIMIT ?2)",
-                        params![after, SEEN_CHUNK],
-                        |r| r.get(0),
-                    )?;
+                let last: Option<Vec<u8>> = c.query_row(
+                    "SELECT max(key) FROM (SELECT key FROM seen WHERE key > ?1 ORDER BY key LIMIT ?2)",
+                    params![after, SEEN_CHUNK],
+                    |r| r.get(0),
+                )?;
                 let Some(last) = last else { return Ok((0u64, None)) };
                 let n = c.execute(
                     "DELETE FROM seen WHERE key > ?1 AND key <= ?2 AND expires_at < ?3",
@@ -90,7 +88,6 @@ impl Store {
     /// Incremental WAL checkpoint, run on its own connection so it never holds the writer.
     pub fn checkpoint_wal(&self) -> Result<()> {
         let c = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
-        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(|e| super::sqlerr(&self.path, e))
+        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(|e| super::sqlerr(&self.path, e))
     }
 }

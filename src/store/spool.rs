@@ -72,12 +72,9 @@ impl SpoolReader {
         let rows = r.map_err(|e| sqlerr(&self.path, e))?;
         rows.into_iter()
             .map(|(mut row, stored)| {
-                row.data = Arc::new(codec::decompress(&stored).map_err(|reason| {
-                    StoreError::CorruptSpool {
-                        seq: row.seq,
-                        reason,
-                    }
-                })?);
+                row.data = Arc::new(
+                    codec::decompress(&stored).map_err(|reason| StoreError::CorruptSpool { seq: row.seq, reason })?,
+                );
                 Ok(row)
             })
             .collect()
@@ -86,10 +83,7 @@ impl SpoolReader {
 
 impl Store {
     pub fn spool_reader(&self) -> Result<SpoolReader> {
-        Ok(SpoolReader {
-            conn: self.reader()?,
-            path: self.path.clone(),
-        })
+        Ok(SpoolReader { conn: self.reader()?, path: self.path.clone() })
     }
 
     /// Makes sure every configured sink has an offset; offsets of sinks no longer configured are
@@ -97,20 +91,14 @@ impl Store {
     pub fn ensure_sinks(&self, sinks: &[String]) -> Result<Vec<String>> {
         self.with_writer(|c| {
             let tx = c.transaction()?;
-            let start: i64 =
-                tx.query_row("SELECT COALESCE(MIN(seq), 0) FROM spool", [], |r| r.get(0))?;
+            let start: i64 = tx.query_row("SELECT COALESCE(MIN(seq), 0) FROM spool", [], |r| r.get(0))?;
             for s in sinks {
-                tx.execute(
-                    "INSERT OR IGNORE INTO sink_offsets(sink, seq, idx) VALUES (?1, ?2, 0)",
-                    params![s, start],
-                )?;
+                tx.execute("INSERT OR IGNORE INTO sink_offsets(sink, seq, idx) VALUES (?1, ?2, 0)", params![s, start])?;
             }
             let mut dropped = Vec::new();
             {
                 let mut stmt = tx.prepare("SELECT sink FROM sink_offsets")?;
-                let names: Vec<String> = stmt
-                    .query_map([], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
+                let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
                 for n in names {
                     if !sinks.contains(&n) {
                         tx.execute("DELETE FROM sink_offsets WHERE sink = ?1", [&n])?;
@@ -126,13 +114,9 @@ impl Store {
     /// The next record a sink must receive: spool row `seq`, record index `idx` within it.
     pub fn sink_offset(&self, sink: &str) -> Result<(i64, i64)> {
         self.with_writer(|c| {
-            c.query_row(
-                "SELECT seq, idx FROM sink_offsets WHERE sink = ?1",
-                [sink],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map(|o| o.unwrap_or((0, 0)))
+            c.query_row("SELECT seq, idx FROM sink_offsets WHERE sink = ?1", [sink], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map(|o| o.unwrap_or((0, 0)))
         })
     }
 

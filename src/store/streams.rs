@@ -34,13 +34,7 @@ pub struct StreamStatus {
 
 impl Store {
     /// Registers a stream so its counters and status have a row; idempotent.
-    pub fn register_stream(
-        &self,
-        stream: &str,
-        tenant: &str,
-        source: &str,
-        name: &str,
-    ) -> Result<()> {
+    pub fn register_stream(&self, stream: &str, tenant: &str, source: &str, name: &str) -> Result<()> {
         self.with_writer(|c| {
             c.execute(
                 "INSERT OR IGNORE INTO streams(stream, tenant, source, name) VALUES (?1, ?2, ?3, ?4)",
@@ -62,11 +56,8 @@ impl Store {
 
     pub fn record_stream_success(&self, stream: &str) -> Result<()> {
         self.with_writer(|c| {
-            c.execute(
-                "UPDATE streams SET last_success_at = ?2 WHERE stream = ?1",
-                params![stream, now_ms()],
-            )
-            .map(|_| ())
+            c.execute("UPDATE streams SET last_success_at = ?2 WHERE stream = ?1", params![stream, now_ms()])
+                .map(|_| ())
         })
     }
 
@@ -82,11 +73,8 @@ impl Store {
 
     pub fn record_subscription_started(&self, stream: &str) -> Result<()> {
         self.with_writer(|c| {
-            c.execute(
-                "UPDATE streams SET subscription_started_at = ?2 WHERE stream = ?1",
-                params![stream, now_ms()],
-            )
-            .map(|_| ())
+            c.execute("UPDATE streams SET subscription_started_at = ?2 WHERE stream = ?1", params![stream, now_ms()])
+                .map(|_| ())
         })
     }
 
@@ -148,8 +136,5 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
 }
 
 pub(super) fn get_flag(c: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    c.query_row("SELECT value FROM flags WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
+    c.query_row("SELECT value FROM flags WHERE key = ?1", [key], |r| r.get(0)).optional()
 }

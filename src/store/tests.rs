@@ -32,8 +32,7 @@ fn page(stream: &str, ids: &[&str], checkpoint: Checkpoint) -> IngestPage {
 fn open() -> (tempfile::TempDir, Store) {
     let d = tempfile::tempdir().unwrap();
     let s = Store::open(d.path()).unwrap();
-    s.register_stream("s", "t", "management", "Audit.Exchange")
-        .unwrap();
+    s.register_stream("s", "t", "management", "Audit.Exchange").unwrap();
     (d, s)
 }
 
@@ -51,10 +50,7 @@ fn replaying_a_page_spools_nothing_twice_and_counts_duplicates() {
     assert_eq!(s.spool_size().unwrap().records, 2);
     assert_eq!(s.cursor("s").unwrap().as_deref(), Some("c1"));
     let st = &s.stream_status().unwrap()[0];
-    assert_eq!(
-        (st.counters.records_total, st.counters.duplicates_total),
-        (2, 4)
-    );
+    assert_eq!((st.counters.records_total, st.counters.duplicates_total), (2, 4));
 }
 
 #[test]
@@ -68,14 +64,7 @@ fn a_blob_is_settled_once_and_expiry_is_counted() {
     };
     let out = s
         .ingest(
-            &page(
-                "s",
-                &[],
-                Checkpoint::BlobsListed {
-                    blobs: vec![listing("b1"), listing("b2")],
-                    watermark: None,
-                },
-            ),
+            &page("s", &[], Checkpoint::BlobsListed { blobs: vec![listing("b1"), listing("b2")], watermark: None }),
             TTL,
             0,
         )
@@ -84,14 +73,7 @@ fn a_blob_is_settled_once_and_expiry_is_counted() {
     // Listing the same blobs again (the overlap) adds nothing and leaves the cursor alone.
     let out = s
         .ingest(
-            &page(
-                "s",
-                &[],
-                Checkpoint::BlobsListed {
-                    blobs: vec![listing("b1")],
-                    watermark: Some("w".into()),
-                },
-            ),
+            &page("s", &[], Checkpoint::BlobsListed { blobs: vec![listing("b1")], watermark: Some("w".into()) }),
             TTL,
             0,
         )
@@ -99,44 +81,11 @@ fn a_blob_is_settled_once_and_expiry_is_counted() {
     assert_eq!(out.newly_listed, 0);
     assert_eq!(s.cursor("s").unwrap().as_deref(), Some("w"));
     assert_eq!(s.pending_blobs("s").unwrap().len(), 2);
-    s.ingest(
-        &page(
-            "s",
-            &["r1"],
-            Checkpoint::BlobFetched {
-                content_id: "b1".into(),
-            },
-        ),
-        TTL,
-        0,
-    )
-    .unwrap();
-    s.ingest(
-        &page(
-            "s",
-            &[],
-            Checkpoint::BlobExpired {
-                content_id: "b2".into(),
-                detail: "AF20051".into(),
-            },
-        ),
-        TTL,
-        0,
-    )
-    .unwrap();
-    s.ingest(
-        &page(
-            "s",
-            &[],
-            Checkpoint::BlobExpired {
-                content_id: "b2".into(),
-                detail: "AF20051".into(),
-            },
-        ),
-        TTL,
-        0,
-    )
-    .unwrap();
+    s.ingest(&page("s", &["r1"], Checkpoint::BlobFetched { content_id: "b1".into() }), TTL, 0).unwrap();
+    s.ingest(&page("s", &[], Checkpoint::BlobExpired { content_id: "b2".into(), detail: "AF20051".into() }), TTL, 0)
+        .unwrap();
+    s.ingest(&page("s", &[], Checkpoint::BlobExpired { content_id: "b2".into(), detail: "AF20051".into() }), TTL, 0)
+        .unwrap();
     assert!(s.pending_blobs("s").unwrap().is_empty());
     let st = &s.stream_status().unwrap()[0];
     assert_eq!(st.counters.blobs_expired, 1, "expiry counted once");
@@ -147,10 +96,8 @@ fn a_blob_is_settled_once_and_expiry_is_counted() {
 fn spool_rows_go_only_when_every_sink_delivered_them() {
     let (_d, s) = open();
     s.ensure_sinks(&["a".into(), "b".into()]).unwrap();
-    s.ingest(&page("s", &["1", "2"], Checkpoint::None), TTL, 0)
-        .unwrap();
-    s.ingest(&page("s", &["3"], Checkpoint::None), TTL, 0)
-        .unwrap();
+    s.ingest(&page("s", &["1", "2"], Checkpoint::None), TTL, 0).unwrap();
+    s.ingest(&page("s", &["3"], Checkpoint::None), TTL, 0).unwrap();
     let rows = s.spool_reader().unwrap().read_from(0, 10).unwrap();
     assert_eq!(rows.len(), 2);
     let (r1, r2) = (rows[0].seq, rows[1].seq);
@@ -173,17 +120,13 @@ fn seen_keys_expire_after_their_ttl_in_chunks() {
     let (_d, s) = open();
     let ids: Vec<String> = (0..50_000).map(|i| format!("id-{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    s.ingest(&page("s", &refs[..25_000], Checkpoint::None), 1_000, 0)
-        .unwrap();
-    s.ingest(&page("s", &refs[25_000..], Checkpoint::None), TTL, 0)
-        .unwrap();
+    s.ingest(&page("s", &refs[..25_000], Checkpoint::None), 1_000, 0).unwrap();
+    s.ingest(&page("s", &refs[25_000..], Checkpoint::None), TTL, 0).unwrap();
     assert_eq!(s.seen_count().unwrap(), 50_000);
     let pruned = s.prune_seen(now_ms() + 10_000).unwrap();
     assert_eq!(pruned, 25_000);
     assert_eq!(s.seen_count().unwrap(), 25_000);
     // An expired key is new again: the TTL is the dedupe horizon.
-    let again = s
-        .ingest(&page("s", &refs[..1], Checkpoint::None), TTL, 0)
-        .unwrap();
+    let again = s.ingest(&page("s", &refs[..1], Checkpoint::None), TTL, 0).unwrap();
     assert_eq!(again.new_records, 1);
 }

@@ -23,21 +23,15 @@ impl Harness {
             auditkeeper::telemetry::init_logging("text", "info");
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let sim = Simulator::start(
-            scenario,
-            "127.0.0.1:0".parse().unwrap(),
-            &dir.path().join("ca.pem"),
-        )
-        .await
-        .expect("simulator");
+        let sim = Simulator::start(scenario, "127.0.0.1:0".parse().unwrap(), &dir.path().join("ca.pem"))
+            .await
+            .expect("simulator");
         let config = write_config(dir.path(), &sim, &extras).expect("config");
         Harness { dir, sim, config }
     }
 
     pub fn settings(&self) -> Settings {
-        auditkeeper::config::load_settings(&self.config)
-            .expect("valid config")
-            .0
+        auditkeeper::config::load_settings(&self.config).expect("valid config").0
     }
 
     pub fn records_dir(&self) -> PathBuf {
@@ -76,31 +70,15 @@ impl Harness {
                         .arg(self.dir.path())
                         .output()
                         .unwrap();
-                    eprintln!(
-                        "missing {m} found in: {}",
-                        String::from_utf8_lossy(&out.stdout)
-                    );
-                    let _ = std::process::Command::new("cp")
-                        .arg("-r")
-                        .arg(self.dir.path())
-                        .arg("/tmp/akdebug")
-                        .status();
-                    let out = std::process::Command::new("find")
-                        .arg(self.dir.path())
-                        .output()
-                        .unwrap();
+                    eprintln!("missing {m} found in: {}", String::from_utf8_lossy(&out.stdout));
+                    let _ =
+                        std::process::Command::new("cp").arg("-r").arg(self.dir.path()).arg("/tmp/akdebug").status();
+                    let out = std::process::Command::new("find").arg(self.dir.path()).output().unwrap();
                     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-                    let extra: Vec<_> = got
-                        .keys()
-                        .filter(|k| !truth.ids.contains(k))
-                        .take(3)
-                        .collect();
+                    let extra: Vec<_> = got.keys().filter(|k| !truth.ids.contains(k)).take(3).collect();
                     eprintln!("extra: {extra:?} of {}", got.len());
                 }
-                panic!(
-                    "{missing} of {} records still missing after {timeout:?}\n{status}",
-                    truth.ids.len()
-                );
+                panic!("{missing} of {} records still missing after {timeout:?}\n{status}", truth.ids.len());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -110,48 +88,27 @@ impl Harness {
     pub async fn wait_lines(&self, n: usize, timeout: Duration) {
         let start = Instant::now();
         while count_lines(&self.records_dir()) < n {
-            assert!(
-                start.elapsed() < timeout,
-                "fewer than {n} records delivered after {timeout:?}"
-            );
+            assert!(start.elapsed() < timeout, "fewer than {n} records delivered after {timeout:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Sum of a per-stream counter read from the store.
     pub fn stream_sum(&self, f: impl Fn(&auditkeeper::store::StreamStatus) -> i64) -> i64 {
-        Store::open_read_only(&self.state_dir())
-            .and_then(|s| s.streams())
-            .map(|v| v.iter().map(f).sum())
-            .unwrap_or(0)
+        Store::open_read_only(&self.state_dir()).and_then(|s| s.streams()).map(|v| v.iter().map(f).sum()).unwrap_or(0)
     }
 }
 
 /// Asserts exactly-once delivery of the ground truth: every Id once, nothing unknown.
 pub fn assert_exactly_once(truth_ids: &[String], got: &HashMap<String, u32>) {
     let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "{} records delivered more than once, e.g. {:?}",
-        twice.len(),
-        twice.first()
-    );
+    assert!(twice.is_empty(), "{} records delivered more than once, e.g. {:?}", twice.len(), twice.first());
     let truth: std::collections::HashSet<&String> = truth_ids.iter().collect();
     let unknown: Vec<_> = got.keys().filter(|k| !truth.contains(k)).collect();
-    assert!(
-        unknown.is_empty(),
-        "{} delivered ids are not in the ground truth",
-        unknown.len()
-    );
-    assert_eq!(
-        got.len(),
-        truth_ids.len(),
-        "delivered count differs from ground truth"
-    );
+    assert!(unknown.is_empty(), "{} delivered ids are not in the ground truth", unknown.len());
+    assert_eq!(got.len(), truth_ids.len(), "delivered count differs from ground truth");
 }
 
 pub fn count_lines(dir: &Path) -> usize {
-    auditkeeper::sinks::file::read::read_lines(dir)
-        .map(|v| v.len())
-        .unwrap_or(0)
+    auditkeeper::sinks::file::read::read_lines(dir).map(|v| v.len()).unwrap_or(0)
 }

@@ -32,11 +32,7 @@ impl FileSink {
                 tracing::error!(path = %settings.path.display(), error = %e, "file sink directory unusable; records will wait in the spool")
             }
         }
-        Ok(FileSink {
-            settings,
-            files: HashMap::new(),
-            line: Vec::new(),
-        })
+        Ok(FileSink { settings, files: HashMap::new(), line: Vec::new() })
     }
 
     fn encode(&mut self, r: &OutRecord) {
@@ -73,11 +69,7 @@ impl Sink for FileSink {
         let mut touched: Vec<(String, String, String)> = Vec::new();
         let res: std::io::Result<()> = (|| {
             for r in &batch.records {
-                let key = (
-                    r.meta.tenant.clone(),
-                    r.meta.source.clone(),
-                    r.meta.name.clone(),
-                );
+                let key = (r.meta.tenant.clone(), r.meta.source.clone(), r.meta.name.clone());
                 self.encode(r);
                 if !self.files.contains_key(&key) {
                     let f = StreamFile::open(&root, &key, today)?;
@@ -101,10 +93,7 @@ impl Sink for FileSink {
         if let Err(e) = res {
             // Drop every handle: the next attempt reopens from the paths and trims any torn line.
             self.files.clear();
-            return Err(SinkError::Retryable(format!(
-                "file sink {}: {e}",
-                root.display()
-            )));
+            return Err(SinkError::Retryable(format!("file sink {}: {e}", root.display())));
         }
         Ok(())
     }

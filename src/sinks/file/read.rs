@@ -28,8 +28,7 @@ fn read_once(root: &Path) -> std::io::Result<Vec<String>> {
         let name = f.to_string_lossy().to_string();
         let reader: Box<dyn Read> = if name.ends_with(".jsonl.gz") {
             Box::new(flate2::read::GzDecoder::new(std::fs::File::open(&f)?))
-        } else if name.ends_with(".jsonl") && !names.contains(&PathBuf::from(format!("{name}.gz")))
-        {
+        } else if name.ends_with(".jsonl") && !names.contains(&PathBuf::from(format!("{name}.gz"))) {
             Box::new(std::fs::File::open(&f)?)
         } else {
             continue;

@@ -32,11 +32,7 @@ fn file_name(day: NaiveDate, index: u32) -> String {
 
 impl StreamFile {
     /// Opens today's newest file for the stream (appending), or creates the first one.
-    pub fn open(
-        root: &Path,
-        key: &(String, String, String),
-        day: NaiveDate,
-    ) -> std::io::Result<StreamFile> {
+    pub fn open(root: &Path, key: &(String, String, String), day: NaiveDate) -> std::io::Result<StreamFile> {
         let dir = stream_dir(root, key);
         std::fs::create_dir_all(&dir)?;
         let prefix = day.format("%Y-%m-%d").to_string();
@@ -68,11 +64,7 @@ impl StreamFile {
     fn open_at(dir: &Path, day: NaiveDate, index: u32) -> std::io::Result<StreamFile> {
         let path = dir.join(file_name(day, index));
         let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)?;
+        let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
         if existed {
             trim_torn_tail(&mut file)?;
         } else {
@@ -163,10 +155,7 @@ fn trim_torn_tail(file: &mut File) -> std::io::Result<()> {
         file.read_exact(&mut buf[..n])?;
         if let Some(p) = buf[..n].iter().rposition(|b| *b == b'\n') {
             let keep = start + p as u64 + 1;
-            tracing::warn!(
-                cut_bytes = len - keep,
-                "file sink: trimmed a torn last line left by a crash"
-            );
+            tracing::warn!(cut_bytes = len - keep, "file sink: trimmed a torn last line left by a crash");
             file.set_len(keep)?;
             return file.sync_all();
         }

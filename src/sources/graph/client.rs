@@ -1,4 +1,5 @@
-//! Graph calls for one tenant, paced per API bucket so steady state never meets a 429.
+//! Calls for one tenant's Graph and ARM streams, paced per API bucket so steady state never
+//! meets a 429. Every call goes through the shared `Caller`.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -8,15 +9,25 @@ use governor::{Quota, RateLimiter};
 use reqwest::Method;
 
 use super::protocol;
-use super::spec::Bucket;
+use super::spec::{Bucket, Host};
 use crate::auth::TenantAuth;
 use crate::sources::caller::{Caller, Reply};
 use crate::sources::clock::ServerClock;
 use crate::sources::error::ApiError;
 
 pub struct GraphClient {
-    pub base: String,
+    pub graph_base: String,
+    pub arm_base: String,
     reports: Caller,
+    graph: Caller,
+    message_trace: Caller,
+    arm: Caller,
+}
+
+/// At most `n` calls in any `window`: one every `window / n`, no burst.
+fn spaced(n: u32, window: Duration) -> Quota {
+    let period = window / n.max(1);
+    Quota::with_period(period).expect("non-zero period").allow_burst(NonZeroU32::new(1).expect("1"))
 }
 
 impl GraphClient {
@@ -25,38 +36,59 @@ impl GraphClient {
         http: reqwest::Client,
         auth: Arc<TenantAuth>,
         graph_host: &str,
+        arm_host: &str,
         reports_per_10s: u32,
     ) -> GraphClient {
-        // One request per (10 s / n), no burst: never more than n in any 10-second window.
-        let period = Duration::from_millis(10_000 / u64::from(reports_per_10s.max(1)));
-        let quota = Quota::with_period(period)
-            .expect("non-zero period")
-            .allow_burst(NonZeroU32::new(1).expect("1"));
+        let graph_base = graph_host.trim_end_matches('/').to_string();
+        let arm_base = arm_host.trim_end_matches('/').to_string();
+        let clock = Arc::new(ServerClock::default());
+        let caller = |resource: &str, quota: Quota, api: &'static str| Caller {
+            http: http.clone(),
+            auth: auth.clone(),
+            resource: resource.to_string(),
+            clock: clock.clone(),
+            limiter: RateLimiter::direct(quota),
+            backoff: Caller::default_backoff(),
+            classify: protocol::classify,
+            api,
+        };
         GraphClient {
-            base: graph_host.trim_end_matches('/').to_string(),
-            reports: Caller {
-                http,
-                auth,
-                resource: graph_host.trim_end_matches('/').to_string(),
-                clock: Arc::new(ServerClock::default()),
-                limiter: RateLimiter::direct(quota),
-                backoff: Caller::default_backoff(),
-                classify: protocol::classify,
-                api: "graph-reports",
-            },
+            reports: caller(&graph_base, spaced(reports_per_10s, Duration::from_secs(10)), "graph-reports"),
+            graph: caller(&graph_base, Quota::per_second(NonZeroU32::new(10).expect("10")), "graph"),
+            // Microsoft: 100 per 5 minutes per tenant, shared by trace and detail calls; keep 10 spare.
+            message_trace: caller(&graph_base, spaced(90, Duration::from_secs(300)), "graph-message-trace"),
+            // ARM refills 25 reads/s into a bucket of 250; stay well inside it.
+            arm: caller(
+                &arm_base,
+                Quota::per_second(NonZeroU32::new(10).expect("10")).allow_burst(NonZeroU32::new(50).expect("50")),
+                "arm",
+            ),
+            graph_base,
+            arm_base,
+        }
+    }
+
+    pub fn base(&self, host: Host) -> &str {
+        match host {
+            Host::Graph => &self.graph_base,
+            Host::Arm => &self.arm_base,
+        }
+    }
+
+    fn caller(&self, bucket: Bucket) -> &Caller {
+        match bucket {
+            Bucket::Reports => &self.reports,
+            Bucket::Graph => &self.graph,
+            Bucket::MessageTrace => &self.message_trace,
+            Bucket::Arm => &self.arm,
         }
     }
 
     pub fn clock(&self, bucket: Bucket) -> &ServerClock {
-        match bucket {
-            Bucket::Reports => &self.reports.clock,
-        }
+        &self.caller(bucket).clock
     }
 
     pub async fn get(&self, bucket: Bucket, url: &str) -> Result<Reply, ApiError> {
-        let caller = match bucket {
-            Bucket::Reports => &self.reports,
-        };
-        caller.call(Method::GET, url, &[]).await
+        self.caller(bucket).call(Method::GET, url, &[]).await
     }
 }

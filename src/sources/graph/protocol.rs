@@ -48,29 +48,33 @@ pub fn plan(
     out
 }
 
-/// The first page's URL for a window.
+/// The first page's URL for a window (`subscription` fills ARM paths).
 pub fn window_url(
     base: &str,
     spec: &StreamSpec,
+    subscription: Option<&str>,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> String {
     let (lo, hi) = spec.ops;
-    let mut filter = format!(
-        "{tf} {lo} {s} and {tf} {hi} {e}",
-        tf = spec.time_field,
-        s = fmt_time(start),
-        e = fmt_time(end)
-    );
+    let q = |t: DateTime<Utc>| if spec.quote_times { format!("'{}'", fmt_time(t)) } else { fmt_time(t) };
+    let mut filter = format!("{tf} {lo} {s} and {tf} {hi} {e}", tf = spec.time_field, s = q(start), e = q(end));
     if let Some(x) = spec.extra_filter {
         filter.push_str(" and ");
         filter.push_str(x);
     }
-    let mut u = reqwest::Url::parse(&format!("{}{}", base.trim_end_matches('/'), spec.path))
-        .expect("validated base URL");
-    u.query_pairs_mut()
-        .append_pair("$filter", &filter)
-        .append_pair("$top", &spec.top.to_string());
+    let path = spec.path.replace("{subscription}", subscription.unwrap_or(""));
+    let mut u = reqwest::Url::parse(&format!("{}{}", base.trim_end_matches('/'), path)).expect("validated base URL");
+    {
+        let mut qp = u.query_pairs_mut();
+        if let Some((k, v)) = spec.query {
+            qp.append_pair(k, v);
+        }
+        qp.append_pair("$filter", &filter);
+        if spec.top > 0 {
+            qp.append_pair("$top", &spec.top.to_string());
+        }
+    }
     u.to_string()
 }
 
@@ -86,8 +90,7 @@ struct Page<'a> {
 
 /// Splits a page into raw records (byte ranges into `body`) and the next link, followed verbatim.
 pub fn parse_page(body: &[u8]) -> Result<(Vec<std::ops::Range<usize>>, Option<String>), String> {
-    let p: Page<'_> =
-        serde_json::from_slice(body).map_err(|e| format!("page is not a Graph collection: {e}"))?;
+    let p: Page<'_> = serde_json::from_slice(body).map_err(|e| format!("page is not a Graph collection: {e}"))?;
     let base = body.as_ptr() as usize;
     let ranges = p
         .value
@@ -134,14 +137,9 @@ pub fn canonical(v: &serde_json::Value, out: &mut String) {
 
 /// Keys of one record: `(content key, id key, id)`. The content key covers the id and the
 /// canonical content, so an unchanged re-delivery is dropped and a changed one is forwarded.
-pub fn record_keys(
-    v: &serde_json::Value,
-    id_fields: &[&str],
-) -> Option<([u8; 16], [u8; 16], String)> {
-    let parts: Vec<String> = id_fields
-        .iter()
-        .map(|f| v.get(*f).and_then(|x| x.as_str()).map(str::to_string))
-        .collect::<Option<_>>()?;
+pub fn record_keys(v: &serde_json::Value, id_fields: &[&str]) -> Option<([u8; 16], [u8; 16], String)> {
+    let parts: Vec<String> =
+        id_fields.iter().map(|f| v.get(*f).and_then(|x| x.as_str()).map(str::to_string)).collect::<Option<_>>()?;
     let id = parts.join("|");
     let mut c = String::new();
     canonical(v, &mut c);
@@ -166,34 +164,16 @@ struct ErrInner {
 pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> ApiError {
     let (code, message) = serde_json::from_slice::<ErrBody>(body)
         .map(|b| (b.error.code, b.error.message))
-        .unwrap_or_else(|_| {
-            (
-                String::new(),
-                String::from_utf8_lossy(body).chars().take(300).collect(),
-            )
-        });
+        .unwrap_or_else(|_| (String::new(), String::from_utf8_lossy(body).chars().take(300).collect()));
     match (status, code.as_str()) {
-        (429, _) => ApiError::Throttled {
-            code: "HTTP 429".into(),
-            retry_after,
-        },
-        (408 | 500..=599, _) => {
-            ApiError::Transient(format!("HTTP {status} {code} {message}").trim().to_string())
-        }
+        (429, _) => ApiError::Throttled { code: "HTTP 429".into(), retry_after },
+        (408 | 500..=599, _) => ApiError::Transient(format!("HTTP {status} {code} {message}").trim().to_string()),
         (401, _) => ApiError::Unauthorized(format!("{code}: {message}")),
-        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant")
-        | (400, "AadPremiumLicenseRequired") => ApiError::Unavailable(format!(
-            "the tenant has no Microsoft Entra ID P1/P2 licence ({code})"
-        )),
+        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant") | (400, "AadPremiumLicenseRequired") => {
+            ApiError::Unavailable(format!("the tenant has no Microsoft Entra ID P1/P2 licence ({code})"))
+        }
         (403, _) => ApiError::Unavailable(format!("permission missing ({code}: {message})")),
-        _ => ApiError::Fatal {
-            code: if code.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                code
-            },
-            message,
-        },
+        _ => ApiError::Fatal { code: if code.is_empty() { format!("HTTP {status}") } else { code }, message },
     }
 }
 
@@ -210,24 +190,10 @@ mod tests {
     fn windows_overlap_the_cursor_and_respect_lag_and_retention() {
         let now = t("2026-11-21T12:00:00Z");
         let h = Duration::from_secs(3600);
-        let w = plan(
-            Some(t("2026-11-21T11:00:00Z")),
-            now,
-            Duration::from_secs(300),
-            2 * h,
-            30 * 24 * h,
-            30 * 24 * h,
-        );
-        assert_eq!(
-            w,
-            vec![(t("2026-11-21T09:00:00Z"), t("2026-11-21T11:55:00Z"))]
-        );
+        let w = plan(Some(t("2026-11-21T11:00:00Z")), now, Duration::from_secs(300), 2 * h, 30 * 24 * h, 30 * 24 * h);
+        assert_eq!(w, vec![(t("2026-11-21T09:00:00Z"), t("2026-11-21T11:55:00Z"))]);
         let w = plan(None, now, Duration::ZERO, 2 * h, 90 * 24 * h, 30 * 24 * h);
-        assert_eq!(
-            w.first().unwrap().0,
-            t("2026-10-22T12:10:00Z"),
-            "backfill capped by retention"
-        );
+        assert_eq!(w.first().unwrap().0, t("2026-10-22T12:10:00Z"), "backfill capped by retention");
         assert_eq!(w.len(), 30);
         assert!(w.windows(2).all(|p| p[0].1 == p[1].0));
     }
@@ -235,29 +201,11 @@ mod tests {
     #[test]
     fn provisioning_uses_gt_lt_and_signins_filter_the_event_type() {
         let (s, e) = (t("2026-11-21T09:00:00Z"), t("2026-11-21T10:00:00Z"));
-        let u = window_url(
-            "https://graph.microsoft.com",
-            find("provisioning").unwrap(),
-            s,
-            e,
-        );
+        let u = window_url("https://graph.microsoft.com", find("provisioning").unwrap(), None, s, e);
         let u = reqwest::Url::parse(&u).unwrap();
-        let f: String = u
-            .query_pairs()
-            .find(|(k, _)| k == "$filter")
-            .unwrap()
-            .1
-            .into();
-        assert_eq!(
-            f,
-            "activityDateTime gt 2026-11-21T09:00:00Z and activityDateTime lt 2026-11-21T10:00:00Z"
-        );
-        let u = window_url(
-            "https://graph.microsoft.com",
-            find("signins_service_principal").unwrap(),
-            s,
-            e,
-        );
+        let f: String = u.query_pairs().find(|(k, _)| k == "$filter").unwrap().1.into();
+        assert_eq!(f, "activityDateTime gt 2026-11-21T09:00:00Z and activityDateTime lt 2026-11-21T10:00:00Z");
+        let u = window_url("https://graph.microsoft.com", find("signins_service_principal").unwrap(), None, s, e);
         assert!(u.contains("/beta/auditLogs/signIns"));
         assert!(
             reqwest::Url::parse(&u)
@@ -268,13 +216,37 @@ mod tests {
     }
 
     #[test]
-    fn key_order_is_not_a_change_but_content_is() {
+    fn azure_activity_quotes_times_and_names_the_subscription() {
+        let (s, e) = (t("2026-11-21T09:00:00Z"), t("2026-11-21T10:00:00Z"));
+        let u = window_url("https://management.azure.com", find("azure_activity").unwrap(), Some("sub-1"), s, e);
+        let u = reqwest::Url::parse(&u).unwrap();
+        assert_eq!(u.path(), "/subscriptions/sub-1/providers/Microsoft.Insights/eventtypes/management/values");
+        let q: std::collections::HashMap<String, String> = u.query_pairs().into_owned().collect();
+        assert_eq!(q["api-version"], "2015-04-01");
+        assert_eq!(
+            q["$filter"],
+            "eventTimestamp ge '2026-11-21T09:00:00Z' and eventTimestamp le '2026-11-21T10:00:00Z'"
+        );
+        assert!(!q.contains_key("$top"));
+    }
+
+    #[test]
+    fn message_trace_rows_are_keyed_by_id_and_recipient() {
         let a: serde_json::Value =
-            serde_json::from_str(r#"{"id":"x","b":{"d":1,"c":[1,2]},"a":"s"}"#).unwrap();
+            serde_json::from_str(r#"{"id":"m1","recipientAddress":"a@x","status":"delivered"}"#).unwrap();
         let b: serde_json::Value =
-            serde_json::from_str(r#"{ "a":"s", "b":{"c":[1,2],"d":1}, "id":"x" }"#).unwrap();
-        let c: serde_json::Value =
-            serde_json::from_str(r#"{"id":"x","b":{"d":2,"c":[1,2]},"a":"s"}"#).unwrap();
+            serde_json::from_str(r#"{"id":"m1","recipientAddress":"b@x","status":"delivered"}"#).unwrap();
+        let (_, ia, id) = record_keys(&a, &["id", "recipientAddress"]).unwrap();
+        let (_, ib, _) = record_keys(&b, &["id", "recipientAddress"]).unwrap();
+        assert_ne!(ia, ib);
+        assert_eq!(id, "m1|a@x");
+    }
+
+    #[test]
+    fn key_order_is_not_a_change_but_content_is() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"id":"x","b":{"d":1,"c":[1,2]},"a":"s"}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{ "a":"s", "b":{"c":[1,2],"d":1}, "id":"x" }"#).unwrap();
+        let c: serde_json::Value = serde_json::from_str(r#"{"id":"x","b":{"d":2,"c":[1,2]},"a":"s"}"#).unwrap();
         let (ka, ia, _) = record_keys(&a, &["id"]).unwrap();
         let (kb, ib, _) = record_keys(&b, &["id"]).unwrap();
         let (kc, ic, _) = record_keys(&c, &["id"]).unwrap();
@@ -286,27 +258,15 @@ mod tests {
     #[test]
     fn licence_and_permission_refusals_are_unavailable_not_fatal() {
         let body = br#"{"error":{"code":"Authentication_RequestFromNonPremiumTenantOrB2CTenant","message":"Neither tenant is B2C or tenant doesn't have premium license"}}"#;
-        assert!(
-            matches!(classify(403, body, None), ApiError::Unavailable(m) if m.contains("P1/P2"))
-        );
+        assert!(matches!(classify(403, body, None), ApiError::Unavailable(m) if m.contains("P1/P2")));
         let body = br#"{"error":{"code":"Authorization_RequestDenied","message":"Insufficient privileges"}}"#;
-        assert!(matches!(
-            classify(403, body, None),
-            ApiError::Unavailable(_)
-        ));
+        assert!(matches!(classify(403, body, None), ApiError::Unavailable(_)));
         assert!(matches!(
             classify(429, b"", Some(Duration::from_secs(7))),
-            ApiError::Throttled {
-                retry_after: Some(_),
-                ..
-            }
+            ApiError::Throttled { retry_after: Some(_), .. }
         ));
         assert!(matches!(
-            classify(
-                400,
-                br#"{"error":{"code":"BadRequest","message":"x"}}"#,
-                None
-            ),
+            classify(400, br#"{"error":{"code":"BadRequest","message":"x"}}"#, None),
             ApiError::Fatal { .. }
         ));
     }

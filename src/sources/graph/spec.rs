@@ -6,17 +6,37 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Which pacing bucket a stream's calls draw from (limits are per app, per tenant, per API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bucket {
     /// Identity and access reports (`auditLogs/*`): 5 requests / 10 s per app per tenant.
     Reports,
+    /// Other Graph resources (alerts, risk detections): the global Graph limits.
+    Graph,
+    /// Message trace: 100 requests per 5 minutes per tenant.
+    MessageTrace,
+    /// Azure Resource Manager: a token bucket of 250 reads, refilled 25 per second.
+    Arm,
+}
+
+/// Which host a stream's path is below, and so which token audience it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    Graph,
+    Arm,
 }
 
 #[derive(Debug, Clone)]
 pub struct StreamSpec {
     pub name: &'static str,
-    /// Path below the Graph host, with the API version.
+    pub host: Host,
+    /// Path below the host, with the API version; `{subscription}` is replaced per stream.
     pub path: &'static str,
+    /// Extra query parameter, e.g. ARM's `api-version`.
+    pub query: Option<(&'static str, &'static str)>,
+    /// Fields whose values together identify a record (message trace: one row per recipient).
+    pub id_fields: &'static [&'static str],
+    /// ARM quotes timestamps in `$filter`; Graph does not.
+    pub quote_times: bool,
     /// The field the window filters on, also the record's event time.
     pub time_field: &'static str,
     /// Comparison operators the endpoint accepts for the window (provisioning: only gt/lt).
@@ -35,12 +55,15 @@ pub struct StreamSpec {
     pub default_on: bool,
 }
 
-const SIGNIN_PERMISSION: &str =
-    "AuditLog.Read.All and Directory.Read.All (application), admin consent";
+const SIGNIN_PERMISSION: &str = "AuditLog.Read.All and Directory.Read.All (application), admin consent";
 
 pub const SPECS: &[StreamSpec] = &[
     StreamSpec {
         name: "signins_interactive",
+        host: Host::Graph,
+        query: None,
+        id_fields: &["id"],
+        quote_times: false,
         path: "/v1.0/auditLogs/signIns",
         time_field: "createdDateTime",
         ops: ("ge", "le"),
@@ -55,6 +78,10 @@ pub const SPECS: &[StreamSpec] = &[
     },
     StreamSpec {
         name: "signins_noninteractive",
+        host: Host::Graph,
+        query: None,
+        id_fields: &["id"],
+        quote_times: false,
         path: "/beta/auditLogs/signIns",
         time_field: "createdDateTime",
         ops: ("ge", "le"),
@@ -69,6 +96,10 @@ pub const SPECS: &[StreamSpec] = &[
     },
     StreamSpec {
         name: "signins_service_principal",
+        host: Host::Graph,
+        query: None,
+        id_fields: &["id"],
+        quote_times: false,
         path: "/beta/auditLogs/signIns",
         time_field: "createdDateTime",
         ops: ("ge", "le"),
@@ -83,6 +114,10 @@ pub const SPECS: &[StreamSpec] = &[
     },
     StreamSpec {
         name: "signins_managed_identity",
+        host: Host::Graph,
+        query: None,
+        id_fields: &["id"],
+        quote_times: false,
         path: "/beta/auditLogs/signIns",
         time_field: "createdDateTime",
         ops: ("ge", "le"),
@@ -97,6 +132,10 @@ pub const SPECS: &[StreamSpec] = &[
     },
     StreamSpec {
         name: "directory_audits",
+        host: Host::Graph,
+        query: None,
+        id_fields: &["id"],
+        quote_times: false,
         path: "/v1.0/auditLogs/directoryAudits",
         time_field: "activityDateTime",
         ops: ("ge", "le"),
@@ -111,6 +150,10 @@ pub const SPECS: &[StreamSpec] = &[
     },
     StreamSpec {
         name: "provisioning",
+        host: Host::Graph,
+        query: None,
+        id_fields: &["id"],
+        quote_times: false,
         path: "/v1.0/auditLogs/provisioning",
         time_field: "activityDateTime",
         // The provisioning filter supports only gt/lt.
@@ -123,6 +166,81 @@ pub const SPECS: &[StreamSpec] = &[
         permission: "AuditLog.Read.All (application), admin consent",
         needs_premium: false,
         default_on: true,
+    },
+    StreamSpec {
+        name: "risk_detections",
+        host: Host::Graph,
+        query: None,
+        id_fields: &["id"],
+        quote_times: false,
+        path: "/v1.0/identityProtection/riskDetections",
+        // Detections change state; polling on the update time finds every new version.
+        time_field: "lastUpdatedDateTime",
+        ops: ("ge", "le"),
+        extra_filter: None,
+        top: 500,
+        bucket: Bucket::Graph,
+        default_overlap: HOUR,
+        retention: Duration::from_secs(90 * 86_400),
+        permission: "IdentityRiskEvent.Read.All (application), admin consent",
+        needs_premium: true,
+        default_on: true,
+    },
+    StreamSpec {
+        name: "security_alerts",
+        host: Host::Graph,
+        query: None,
+        id_fields: &["id"],
+        quote_times: false,
+        path: "/v1.0/security/alerts_v2",
+        time_field: "lastUpdateDateTime",
+        ops: ("ge", "le"),
+        extra_filter: None,
+        top: 1000,
+        bucket: Bucket::Graph,
+        default_overlap: HOUR,
+        retention: Duration::from_secs(90 * 86_400),
+        permission: "SecurityAlert.Read.All (application), admin consent",
+        needs_premium: false,
+        default_on: true,
+    },
+    StreamSpec {
+        name: "message_trace",
+        host: Host::Graph,
+        query: None,
+        // One row per recipient of a message: the trace id alone is not unique.
+        id_fields: &["id", "recipientAddress"],
+        quote_times: false,
+        path: "/v1.0/admin/exchange/tracing/messageTraces",
+        time_field: "receivedDateTime",
+        ops: ("ge", "le"),
+        extra_filter: None,
+        top: 5000,
+        bucket: Bucket::MessageTrace,
+        default_overlap: HOUR,
+        retention: Duration::from_secs(90 * 86_400),
+        permission: "ExchangeMessageTrace.Read.All (application), admin consent, and the message-trace service principal provisioned",
+        needs_premium: false,
+        default_on: true,
+    },
+    StreamSpec {
+        name: "azure_activity",
+        host: Host::Arm,
+        query: Some(("api-version", "2015-04-01")),
+        id_fields: &["eventDataId"],
+        quote_times: true,
+        path: "/subscriptions/{subscription}/providers/Microsoft.Insights/eventtypes/management/values",
+        time_field: "eventTimestamp",
+        ops: ("ge", "le"),
+        extra_filter: None,
+        top: 0,
+        bucket: Bucket::Arm,
+        // Events become queryable minutes after their timestamp (submissionTimestamp).
+        default_overlap: Duration::from_secs(2 * 3600),
+        retention: Duration::from_secs(90 * 86_400),
+        permission: "the Reader role on the subscription",
+        needs_premium: false,
+        default_on: false,
     },
 ];
 

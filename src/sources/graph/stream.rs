@@ -35,6 +35,8 @@ pub struct GraphStream {
     pub handle: StreamHandle,
     pub spec: &'static StreamSpec,
     pub settings: GraphStreamSettings,
+    /// The Azure subscription of an `azure_activity` stream.
+    pub subscription: Option<String>,
 }
 
 enum Outcome {
@@ -61,22 +63,16 @@ impl GraphStream {
                 Outcome::Done => {
                     self.handle.success().await;
                     self.handle.set_state("running", None).await;
-                    metrics::gauge!("auditkeeper_stream_unavailable", "stream" => id.clone())
-                        .set(0.0);
+                    metrics::gauge!("auditkeeper_stream_unavailable", "stream" => id.clone()).set(0.0);
                 }
                 Outcome::Unavailable(why) => {
                     let detail = format!(
                         "{why}; needs {}{}",
                         self.spec.permission,
-                        if self.spec.needs_premium {
-                            " and Microsoft Entra ID P1/P2"
-                        } else {
-                            ""
-                        }
+                        if self.spec.needs_premium { " and Microsoft Entra ID P1/P2" } else { "" }
                     );
                     tracing::warn!(stream = %id, %detail, "stream unavailable; other streams continue; checking again later");
-                    metrics::gauge!("auditkeeper_stream_unavailable", "stream" => id.clone())
-                        .set(1.0);
+                    metrics::gauge!("auditkeeper_stream_unavailable", "stream" => id.clone()).set(1.0);
                     self.handle.error(detail.clone()).await;
                     self.handle.set_state("unavailable", Some(detail)).await;
                     pause = self.settings.recheck_unavailable;
@@ -97,9 +93,7 @@ impl GraphStream {
                 _ = shutdown.cancelled() => break,
             }
         }
-        self.handle
-            .set_state("stopped", Some("shut down".into()))
-            .await;
+        self.handle.set_state("stopped", Some("shut down".into())).await;
     }
 
     async fn cycle(&self, shutdown: &CancellationToken) -> Outcome {
@@ -113,9 +107,7 @@ impl GraphStream {
         let now = self.client.clock(self.spec.bucket).now();
         let s = &self.settings;
         let backfill = s.backfill.min(self.spec.retention);
-        for (start, end) in
-            protocol::plan(cursor, now, s.lag, s.overlap, backfill, self.spec.retention)
-        {
+        for (start, end) in protocol::plan(cursor, now, s.lag, s.overlap, backfill, self.spec.retention) {
             if shutdown.is_cancelled() || !self.handle.wait_open(shutdown).await {
                 return Outcome::Done;
             }
@@ -131,51 +123,36 @@ impl GraphStream {
         start: chrono::DateTime<chrono::Utc>,
         end: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), Outcome> {
-        let mut url = protocol::window_url(&self.client.base, self.spec, start, end);
+        let base = self.client.base(self.spec.host);
+        let mut url = protocol::window_url(base, self.spec, self.subscription.as_deref(), start, end);
         loop {
-            let reply = self
-                .client
-                .get(self.spec.bucket, &url)
-                .await
-                .map_err(|e| match e {
-                    ApiError::Unavailable(m) => Outcome::Unavailable(m),
-                    ApiError::Fatal { code, message } => {
-                        Outcome::Fatal(format!("{code}: {message}"))
-                    }
-                    other => Outcome::Retry(other.to_string()),
-                })?;
+            let reply = self.client.get(self.spec.bucket, &url).await.map_err(|e| match e {
+                ApiError::Unavailable(m) => Outcome::Unavailable(m),
+                ApiError::Fatal { code, message } => Outcome::Fatal(format!("{code}: {message}")),
+                other => Outcome::Retry(other.to_string()),
+            })?;
             let (ranges, next) = protocol::parse_page(&reply.body).map_err(Outcome::Retry)?;
             let mut records = Vec::with_capacity(ranges.len());
             let mut without_id = 0;
             for r in ranges {
-                let v: serde_json::Value = serde_json::from_slice(&reply.body[r.clone()])
-                    .map_err(|e| Outcome::Retry(e.to_string()))?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&reply.body[r.clone()]).map_err(|e| Outcome::Retry(e.to_string()))?;
                 let event_time_ms = v
                     .get(self.spec.time_field)
                     .and_then(|t| t.as_str())
                     .and_then(parse_time_ms)
                     .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-                match protocol::record_keys(&v, &["id"]) {
-                    Some((key, id_key, id)) => records.push(PageRecord {
-                        key,
-                        id_key: Some(id_key),
-                        id,
-                        event_time_ms,
-                        raw: r,
-                    }),
+                match protocol::record_keys(&v, self.spec.id_fields) {
+                    Some((key, id_key, id)) => {
+                        records.push(PageRecord { key, id_key: Some(id_key), id, event_time_ms, raw: r })
+                    }
                     None => {
                         // No id: dedupe on content alone, so it is still delivered once.
                         without_id += 1;
                         let mut c = String::new();
                         protocol::canonical(&v, &mut c);
                         let key = crate::sources::record::hash16(&[b"graph-noid", c.as_bytes()]);
-                        records.push(PageRecord {
-                            key,
-                            id_key: None,
-                            id: hex::encode(key),
-                            event_time_ms,
-                            raw: r,
-                        });
+                        records.push(PageRecord { key, id_key: None, id: hex::encode(key), event_time_ms, raw: r });
                     }
                 }
             }
@@ -190,7 +167,8 @@ impl GraphStream {
                 .await
                 .map_err(|e| Outcome::Retry(e.to_string()))?;
             if out.updates > 0 {
-                metrics::counter!("auditkeeper_records_updated_total", "stream" => self.handle.key.id.clone()).increment(out.updates as u64);
+                metrics::counter!("auditkeeper_records_updated_total", "stream" => self.handle.key.id.clone())
+                    .increment(out.updates as u64);
             }
             match next {
                 Some(n) => url = n,

@@ -42,18 +42,12 @@ impl ManagementClient {
                 auth,
                 resource: resource.to_string(),
                 clock: Arc::new(ServerClock::default()),
-                limiter: RateLimiter::direct(
-                    Quota::per_minute(rpm).allow_burst(NonZeroU32::new(20).expect("20")),
-                ),
+                limiter: RateLimiter::direct(Quota::per_minute(rpm).allow_burst(NonZeroU32::new(20).expect("20"))),
                 backoff: Caller::default_backoff(),
                 classify: protocol::classify,
                 api: "management",
             },
-            base: format!(
-                "{}/api/v1.0/{}/activity/feed",
-                host.trim_end_matches('/'),
-                tenant_id
-            ),
+            base: format!("{}/api/v1.0/{}/activity/feed", host.trim_end_matches('/'), tenant_id),
             publisher: publisher.to_string(),
             fetch_slots: tokio::sync::Semaphore::new(fetch_concurrency.max(1)),
         }
@@ -64,8 +58,7 @@ impl ManagementClient {
     }
 
     pub fn content_url(&self, content_type: &str, start: &str, end: &str) -> String {
-        let mut u = Url::parse(&format!("{}/subscriptions/content", self.base))
-            .expect("base URL was validated");
+        let mut u = Url::parse(&format!("{}/subscriptions/content", self.base)).expect("base URL was validated");
         u.query_pairs_mut()
             .append_pair("contentType", content_type)
             .append_pair("startTime", start)
@@ -74,11 +67,8 @@ impl ManagementClient {
     }
 
     pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, ApiError> {
-        let r = self
-            .call(Method::GET, &format!("{}/subscriptions/list", self.base))
-            .await?;
-        serde_json::from_slice(&r.body)
-            .map_err(|e| ApiError::Transient(format!("subscription list unreadable: {e}")))
+        let r = self.call(Method::GET, &format!("{}/subscriptions/list", self.base)).await?;
+        serde_json::from_slice(&r.body).map_err(|e| ApiError::Transient(format!("subscription list unreadable: {e}")))
     }
 
     pub async fn start_subscription(&self, content_type: &str) -> Result<(), ApiError> {
@@ -93,10 +83,7 @@ impl ManagementClient {
     }
 
     /// One page of a content listing, and the next page's URL (followed verbatim).
-    pub async fn list_page(
-        &self,
-        url: &str,
-    ) -> Result<(Vec<ContentItem>, Option<String>), ApiError> {
+    pub async fn list_page(&self, url: &str) -> Result<(Vec<ContentItem>, Option<String>), ApiError> {
         let r = self.call(Method::GET, url).await?;
         let items = protocol::parse_listing(&r.body).map_err(ApiError::Transient)?;
         Ok((items, protocol::next_page(&r.headers)))
@@ -106,11 +93,7 @@ impl ManagementClient {
         Ok(self.call(Method::GET, content_uri).await?.body)
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        url: &str,
-    ) -> Result<crate::sources::caller::Reply, ApiError> {
+    async fn call(&self, method: Method, url: &str) -> Result<crate::sources::caller::Reply, ApiError> {
         let url = self.with_publisher(url)?;
         self.caller.call(method, &url, &[]).await
     }
@@ -121,12 +104,8 @@ impl ManagementClient {
             code: "bad-url".into(),
             message: format!("Microsoft returned an unusable URL {url:?}: {e}"),
         })?;
-        if !u
-            .query_pairs()
-            .any(|(k, _)| k.eq_ignore_ascii_case("PublisherIdentifier"))
-        {
-            u.query_pairs_mut()
-                .append_pair("PublisherIdentifier", &self.publisher);
+        if !u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("PublisherIdentifier")) {
+            u.query_pairs_mut().append_pair("PublisherIdentifier", &self.publisher);
         }
         Ok(u.to_string())
     }

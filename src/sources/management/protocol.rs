@@ -22,11 +22,7 @@ pub fn parse_cursor(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .ok()
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
-                .ok()
-                .map(|n| n.and_utc())
-        })
+        .or_else(|| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok().map(|n| n.and_utc()))
 }
 
 fn dur(d: Duration) -> chrono::Duration {
@@ -98,17 +94,13 @@ impl ContentItem {
             content_id: self.content_id.clone(),
             content_uri: self.content_uri.clone(),
             content_created: self.content_created.clone(),
-            content_expiration_ms: self
-                .content_expiration
-                .as_deref()
-                .and_then(crate::sources::record::parse_time_ms),
+            content_expiration_ms: self.content_expiration.as_deref().and_then(crate::sources::record::parse_time_ms),
         }
     }
 }
 
 pub fn parse_listing(body: &[u8]) -> Result<Vec<ContentItem>, String> {
-    serde_json::from_slice(body)
-        .map_err(|e| format!("content listing is not the documented JSON array: {e}"))
+    serde_json::from_slice(body).map_err(|e| format!("content listing is not the documented JSON array: {e}"))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,10 +114,7 @@ pub struct Subscription {
 pub fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
     headers
         .iter()
-        .find(|(k, _)| {
-            k.as_str().eq_ignore_ascii_case("nextpageuri")
-                || k.as_str().eq_ignore_ascii_case("nextpageurl")
-        })
+        .find(|(k, _)| k.as_str().eq_ignore_ascii_case("nextpageuri") || k.as_str().eq_ignore_ascii_case("nextpageurl"))
         .and_then(|(_, v)| v.to_str().ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
@@ -152,12 +141,7 @@ pub fn error_code(body: &[u8]) -> (String, String) {
     let text = String::from_utf8_lossy(body);
     let code = text
         .find("AF")
-        .map(|i| {
-            text[i..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .collect::<String>()
-        })
+        .map(|i| text[i..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect::<String>())
         .filter(|c| c.len() > 2 && c[2..].chars().all(|d| d.is_ascii_digit()))
         .unwrap_or_default();
     (code, text.chars().take(300).collect())
@@ -176,24 +160,11 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> ApiE
         _ => {}
     }
     match status {
-        401 => ApiError::Unauthorized(if code.is_empty() {
-            message
-        } else {
-            format!("{code}: {message}")
-        }),
-        429 => ApiError::Throttled {
-            code: "HTTP 429".into(),
-            retry_after,
-        },
-        408 | 500..=599 => {
-            ApiError::Transient(format!("HTTP {status} {code} {message}").trim().to_string())
-        }
+        401 => ApiError::Unauthorized(if code.is_empty() { message } else { format!("{code}: {message}") }),
+        429 => ApiError::Throttled { code: "HTTP 429".into(), retry_after },
+        408 | 500..=599 => ApiError::Transient(format!("HTTP {status} {code} {message}").trim().to_string()),
         _ => ApiError::Fatal {
-            code: if code.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                code
-            },
+            code: if code.is_empty() { format!("HTTP {status}") } else { code },
             message: explain(&message),
         },
     }
@@ -214,24 +185,11 @@ mod tests {
     #[test]
     fn first_start_backfills_in_24h_windows_within_retention() {
         let now = t("2026-11-21T12:00:00Z");
-        let p = plan_listing(
-            None,
-            now,
-            RETENTION,
-            Duration::from_secs(3600),
-            Duration::from_secs(300),
-        );
+        let p = plan_listing(None, now, RETENTION, Duration::from_secs(3600), Duration::from_secs(300));
         assert_eq!(p.windows.first().unwrap().0, t("2026-11-14T12:05:00Z"));
         assert_eq!(p.windows.last().unwrap().1, now);
-        assert!(
-            p.windows
-                .iter()
-                .all(|(s, e)| *e - *s <= chrono::Duration::hours(24) && s < e)
-        );
-        assert!(
-            p.windows.windows(2).all(|w| w[0].1 == w[1].0),
-            "windows must be contiguous"
-        );
+        assert!(p.windows.iter().all(|(s, e)| *e - *s <= chrono::Duration::hours(24) && s < e));
+        assert!(p.windows.windows(2).all(|w| w[0].1 == w[1].0), "windows must be contiguous");
         assert_eq!(p.gap, None);
     }
 
@@ -252,13 +210,7 @@ mod tests {
     fn a_cursor_older_than_retention_is_clamped_and_reported() {
         let now = t("2026-11-21T12:00:00Z");
         let old = t("2026-11-01T00:00:00Z");
-        let p = plan_listing(
-            Some(old),
-            now,
-            RETENTION,
-            Duration::from_secs(0),
-            Duration::from_secs(300),
-        );
+        let p = plan_listing(Some(old), now, RETENTION, Duration::from_secs(0), Duration::from_secs(300));
         assert_eq!(p.gap, Some((old, t("2026-11-14T12:05:00Z"))));
         assert_eq!(p.windows[0].0, t("2026-11-14T12:05:00Z"));
     }
@@ -266,56 +218,26 @@ mod tests {
     #[test]
     fn af429_is_throttling_even_as_403_and_single_quoted() {
         let body = br#"{'error':{'code':'AF429','message':'Too many requests. Method=GetBlob, PublisherId=0000'}}"#;
-        assert!(matches!(
-            classify(403, body, None),
-            ApiError::Throttled { .. }
-        ));
+        assert!(matches!(classify(403, body, None), ApiError::Throttled { .. }));
         let json = br#"{"error":{"code":"AF429","message":"x"}}"#;
         assert_eq!(
             classify(403, json, Some(Duration::from_secs(3))),
-            ApiError::Throttled {
-                code: "AF429".into(),
-                retry_after: Some(Duration::from_secs(3))
-            }
+            ApiError::Throttled { code: "AF429".into(), retry_after: Some(Duration::from_secs(3)) }
         );
     }
 
     #[test]
     fn error_codes_are_classified_on_purpose() {
         let b = |c: &str| format!(r#"{{"error":{{"code":"{c}","message":"m"}}}}"#).into_bytes();
-        assert!(matches!(
-            classify(400, &b("AF20022"), None),
-            ApiError::NoSubscription { .. }
-        ));
-        assert!(matches!(
-            classify(400, &b("AF20023"), None),
-            ApiError::NoSubscription { .. }
-        ));
-        assert!(matches!(
-            classify(400, &b("AF20055"), None),
-            ApiError::BadWindow { .. }
-        ));
-        assert!(matches!(
-            classify(400, &b("AF20051"), None),
-            ApiError::Gone { .. }
-        ));
-        assert!(matches!(
-            classify(500, &b("AF50000"), None),
-            ApiError::Transient(_)
-        ));
-        assert!(matches!(
-            classify(403, &b("AF10001"), None),
-            ApiError::Fatal { .. }
-        ));
-        assert!(matches!(
-            classify(400, &b("AF20010"), None),
-            ApiError::Fatal { .. }
-        ));
+        assert!(matches!(classify(400, &b("AF20022"), None), ApiError::NoSubscription { .. }));
+        assert!(matches!(classify(400, &b("AF20023"), None), ApiError::NoSubscription { .. }));
+        assert!(matches!(classify(400, &b("AF20055"), None), ApiError::BadWindow { .. }));
+        assert!(matches!(classify(400, &b("AF20051"), None), ApiError::Gone { .. }));
+        assert!(matches!(classify(500, &b("AF50000"), None), ApiError::Transient(_)));
+        assert!(matches!(classify(403, &b("AF10001"), None), ApiError::Fatal { .. }));
+        assert!(matches!(classify(400, &b("AF20010"), None), ApiError::Fatal { .. }));
         assert!(matches!(classify(503, b"", None), ApiError::Transient(_)));
-        assert!(matches!(
-            classify(401, b"", None),
-            ApiError::Unauthorized(_)
-        ));
+        assert!(matches!(classify(401, b"", None), ApiError::Unauthorized(_)));
         assert!(classify(429, b"", None).is_retryable());
     }
 }

@@ -44,13 +44,7 @@ impl ManagementStream {
         content_type: String,
         settings: ManagementSettings,
     ) -> Self {
-        ManagementStream {
-            client,
-            handle,
-            content_type,
-            settings,
-            subscribed: false,
-        }
+        ManagementStream { client, handle, content_type, settings, subscribed: false }
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -86,22 +80,22 @@ impl ManagementStream {
                 _ = shutdown.cancelled() => break,
             }
         }
-        self.handle
-            .set_state("stopped", Some("shut down".into()))
-            .await;
+        self.handle.set_state("stopped", Some("shut down".into())).await;
     }
 
     /// The first 12 hours of a new subscription may have no content: say so, it is not an error.
     async fn report_warm_up(&self) {
         let listed = self.handle.blobs_ever_listed().await.unwrap_or(1);
         let started = self.handle.subscription_started_at().await;
-        let warming = listed == 0
-            && started.is_some_and(|t| crate::store::now_ms() - t < WARM_UP.as_millis() as i64);
+        let warming = listed == 0 && started.is_some_and(|t| crate::store::now_ms() - t < WARM_UP.as_millis() as i64);
         if warming {
             self.handle
                 .set_state(
                     "warming_up",
-                    Some("subscription started recently; Microsoft can take up to 12 hours to publish the first content".into()),
+                    Some(
+                        "subscription started recently; Microsoft can take up to 12 hours to publish the first content"
+                            .into(),
+                    ),
                 )
                 .await;
         } else {
@@ -130,14 +124,9 @@ impl ManagementStream {
     }
 
     async fn ensure_subscription(&mut self) -> Result<(), CycleError> {
-        let subs = self
-            .client
-            .list_subscriptions()
-            .await
-            .map_err(|e| self.api_error(e))?;
+        let subs = self.client.list_subscriptions().await.map_err(|e| self.api_error(e))?;
         let enabled = subs.iter().any(|s| {
-            s.content_type.eq_ignore_ascii_case(&self.content_type)
-                && s.status.eq_ignore_ascii_case("enabled")
+            s.content_type.eq_ignore_ascii_case(&self.content_type) && s.status.eq_ignore_ascii_case("enabled")
         });
         if !enabled {
             self.start_subscription().await?;
@@ -148,10 +137,7 @@ impl ManagementStream {
 
     async fn start_subscription(&mut self) -> Result<(), CycleError> {
         tracing::info!(stream = %self.handle.key.id, "starting Management Activity subscription");
-        self.client
-            .start_subscription(&self.content_type)
-            .await
-            .map_err(|e| self.api_error(e))?;
+        self.client.start_subscription(&self.content_type).await.map_err(|e| self.api_error(e))?;
         self.handle.subscription_started().await;
         Ok(())
     }
@@ -165,13 +151,7 @@ impl ManagementStream {
             .as_deref()
             .and_then(protocol::parse_cursor);
         let s = &self.settings;
-        let plan = protocol::plan_listing(
-            cursor,
-            self.client.clock().now(),
-            s.backfill,
-            s.overlap,
-            s.retention_margin,
-        );
+        let plan = protocol::plan_listing(cursor, self.client.clock().now(), s.backfill, s.overlap, s.retention_margin);
         if let Some((from, to)) = plan.gap {
             let msg = format!(
                 "collector was behind for longer than Microsoft keeps content: blobs created between {from} and {to} can no longer be listed and may be lost"
@@ -193,11 +173,7 @@ impl ManagementStream {
         start: chrono::DateTime<chrono::Utc>,
         end: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), ListError> {
-        let first = self.client.content_url(
-            &self.content_type,
-            &protocol::fmt_time(start),
-            &protocol::fmt_time(end),
-        );
+        let first = self.client.content_url(&self.content_type, &protocol::fmt_time(start), &protocol::fmt_time(end));
         let mut url = first.clone();
         let (mut restarted_sub, mut restarted_page) = (false, false);
         loop {
@@ -207,12 +183,7 @@ impl ManagementStream {
                     // The cursor moves to the window's end only with its last page.
                     let watermark = next.is_none().then(|| end.to_rfc3339());
                     self.handle
-                        .ingest(
-                            Vec::new(),
-                            Vec::new(),
-                            0,
-                            Checkpoint::BlobsListed { blobs, watermark },
-                        )
+                        .ingest(Vec::new(), Vec::new(), 0, Checkpoint::BlobsListed { blobs, watermark })
                         .await
                         .map_err(|e| ListError::Cycle(CycleError::Retry(e.to_string())))?;
                     match next {
@@ -238,11 +209,7 @@ impl ManagementStream {
     }
 
     async fn fetch_pending(&mut self, shutdown: &CancellationToken) -> Result<(), CycleError> {
-        let pending = self
-            .handle
-            .pending_blobs()
-            .await
-            .map_err(|e| CycleError::Retry(e.to_string()))?;
+        let pending = self.handle.pending_blobs().await.map_err(|e| CycleError::Retry(e.to_string()))?;
         if pending.is_empty() {
             return Ok(());
         }
@@ -272,29 +239,19 @@ impl ManagementStream {
         }
         match last {
             None => Ok(()),
-            Some(m) => Err(CycleError::Retry(format!(
-                "{failed} of {total} blobs not fetched yet (they stay pending): {m}"
-            ))),
+            Some(m) => {
+                Err(CycleError::Retry(format!("{failed} of {total} blobs not fetched yet (they stay pending): {m}")))
+            }
         }
     }
 
     async fn fetch_one(&self, b: PendingBlob) -> Result<(), CycleError> {
         let now_ms = self.client.clock().now().timestamp_millis();
         if b.content_expiration_ms.is_some_and(|e| e <= now_ms) {
-            return self
-                .expired(
-                    &b,
-                    "contentExpiration passed before the blob could be fetched".into(),
-                )
-                .await;
+            return self.expired(&b, "contentExpiration passed before the blob could be fetched".into()).await;
         }
         // Held until the records are spooled, so memory is bounded per tenant.
-        let _slot = self
-            .client
-            .fetch_slots
-            .acquire()
-            .await
-            .map_err(|e| CycleError::Retry(e.to_string()))?;
+        let _slot = self.client.fetch_slots.acquire().await.map_err(|e| CycleError::Retry(e.to_string()))?;
         match self.client.fetch_blob(&b.content_uri).await {
             Ok(body) => {
                 let parsed = record::parse_management_blob(&body)
@@ -304,17 +261,13 @@ impl ManagementStream {
                         body,
                         parsed.records,
                         parsed.without_id,
-                        Checkpoint::BlobFetched {
-                            content_id: b.content_id,
-                        },
+                        Checkpoint::BlobFetched { content_id: b.content_id },
                     )
                     .await
                     .map_err(|e| CycleError::Retry(e.to_string()))?;
                 Ok(())
             }
-            Err(ApiError::Gone { code, message }) => {
-                self.expired(&b, format!("{code}: {message}")).await
-            }
+            Err(ApiError::Gone { code, message }) => self.expired(&b, format!("{code}: {message}")).await,
             Err(e) => Err(self.api_error(e)),
         }
     }
@@ -324,15 +277,7 @@ impl ManagementStream {
             "content blob expired before it could be fetched; its records are lost at the source and counted");
         metrics::counter!("auditkeeper_blobs_expired_total", "stream" => self.handle.key.id.clone()).increment(1);
         self.handle
-            .ingest(
-                Vec::new(),
-                Vec::new(),
-                0,
-                Checkpoint::BlobExpired {
-                    content_id: b.content_id.clone(),
-                    detail,
-                },
-            )
+            .ingest(Vec::new(), Vec::new(), 0, Checkpoint::BlobExpired { content_id: b.content_id.clone(), detail })
             .await
             .map_err(|e| CycleError::Retry(e.to_string()))?;
         Ok(())
@@ -340,9 +285,7 @@ impl ManagementStream {
 
     fn api_error(&self, e: ApiError) -> CycleError {
         match e {
-            ApiError::Fatal { code, message } => {
-                CycleError::Fatal(format!("{code}: {message}{}", hint(&code)))
-            }
+            ApiError::Fatal { code, message } => CycleError::Fatal(format!("{code}: {message}{}", hint(&code))),
             ApiError::Unauthorized(m) => CycleError::Retry(format!(
                 "401 even after a fresh token ({m}); check the app's ActivityFeed.Read permission and admin consent"
             )),
@@ -361,9 +304,7 @@ enum ListError {
 
 fn hint(code: &str) -> &'static str {
     match code {
-        "AF10001" => {
-            " (grant the app the ActivityFeed.Read application permission and admin consent)"
-        }
+        "AF10001" => " (grant the app the ActivityFeed.Read application permission and admin consent)",
         "AF20010" => " (the token's tenant differs from tenant_id)",
         "AF20011" | "AF20012" | "AF20013" => " (check tenant_id)",
         "AF20020" => " (content type not supported)",
