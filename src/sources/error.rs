@@ -42,3 +42,21 @@ impl ApiError {
         matches!(self, ApiError::Throttled { .. } | ApiError::Transient(_))
     }
 }
+
+#[derive(serde::Deserialize)]
+struct ErrBody {
+    error: ErrInner,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrInner {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// `(code, message)` from `{"error":{"code":…,"message":…}}`, the error shape every API here uses.
+pub fn parse_error_body(body: &[u8]) -> Option<(String, String)> {
+    serde_json::from_slice::<ErrBody>(body).ok().map(|b| (b.error.code, b.error.message))
+}

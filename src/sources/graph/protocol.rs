@@ -148,23 +148,10 @@ pub fn record_keys(v: &serde_json::Value, id_fields: &[&str]) -> Option<([u8; 16
     Some((key, id_key, id))
 }
 
-#[derive(Deserialize)]
-struct ErrBody {
-    error: ErrInner,
-}
-#[derive(Deserialize)]
-struct ErrInner {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
 /// Classifies a Graph error response.
 pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> ApiError {
-    let (code, message) = serde_json::from_slice::<ErrBody>(body)
-        .map(|b| (b.error.code, b.error.message))
-        .unwrap_or_else(|_| (String::new(), String::from_utf8_lossy(body).chars().take(300).collect()));
+    let (code, message) = crate::sources::error::parse_error_body(body)
+        .unwrap_or_else(|| (String::new(), String::from_utf8_lossy(body).chars().take(300).collect()));
     match (status, code.as_str()) {
         (429, _) => ApiError::Throttled { code: "HTTP 429".into(), retry_after },
         (408 | 500..=599, _) => ApiError::Transient(format!("HTTP {status} {code} {message}").trim().to_string()),

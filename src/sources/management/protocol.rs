@@ -120,23 +120,11 @@ pub fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-#[derive(Deserialize)]
-struct ErrBody {
-    error: ErrInner,
-}
-#[derive(Deserialize)]
-struct ErrInner {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
 /// Extracts `(code, message)` from an error body, tolerating the single-quoted form that
 /// Microsoft's own troubleshooting page shows for AF429.
 pub fn error_code(body: &[u8]) -> (String, String) {
-    if let Ok(b) = serde_json::from_slice::<ErrBody>(body) {
-        return (b.error.code, b.error.message);
+    if let Some(parts) = crate::sources::error::parse_error_body(body) {
+        return parts;
     }
     let text = String::from_utf8_lossy(body);
     let code = text
