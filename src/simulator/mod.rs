@@ -5,6 +5,7 @@
 //! Used by `auditkeeper demo`, `auditkeeper simulate --listen ADDR`, the tests and the benchmark.
 
 pub mod graph;
+mod graph_routes;
 pub mod records;
 mod routes;
 pub mod scenario;

@@ -246,9 +246,12 @@ impl ManagementStream {
     }
 
     async fn fetch_one(&self, b: PendingBlob) -> Result<(), CycleError> {
+        // Past `contentExpiration` a fetch is still tried for a day: Microsoft counts 7 days from
+        // when it first announced the blob, which can be later than `contentCreated`. Only a
+        // blob expired for longer is written off without a request (AF20051 is certain by then).
         let now_ms = self.client.clock().now().timestamp_millis();
-        if b.content_expiration_ms.is_some_and(|e| e <= now_ms) {
-            return self.expired(&b, "contentExpiration passed before the blob could be fetched".into()).await;
+        if b.content_expiration_ms.is_some_and(|e| e + 86_400_000 <= now_ms) {
+            return self.expired(&b, "contentExpiration passed more than a day before the blob could be fetched".into()).await;
         }
         // Held until the records are spooled, so memory is bounded per tenant.
         let _slot = self.client.fetch_slots.acquire().await.map_err(|e| CycleError::Retry(e.to_string()))?;
