@@ -49,13 +49,15 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
             }
             _ => {}
         }
+        let updates = if s.source == "management" {
+            String::new()
+        } else {
+            format!(" ({} updates of known records)", s.counters.updates_total)
+        };
         let _ = writeln!(
             out,
-            "    records: {} new ({} updates of known records), {} duplicates dropped, {} without id",
-            s.counters.records_total,
-            s.counters.updates_total,
-            s.counters.duplicates_total,
-            s.counters.records_without_id
+            "    records: {} new{updates}, {} duplicates dropped, {} without id",
+            s.counters.records_total, s.counters.duplicates_total, s.counters.records_without_id
         );
         if s.source == "management" {
             let _ = writeln!(

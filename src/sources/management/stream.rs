@@ -251,7 +251,9 @@ impl ManagementStream {
         // blob expired for longer is written off without a request (AF20051 is certain by then).
         let now_ms = self.client.clock().now().timestamp_millis();
         if b.content_expiration_ms.is_some_and(|e| e + 86_400_000 <= now_ms) {
-            return self.expired(&b, "contentExpiration passed more than a day before the blob could be fetched".into()).await;
+            return self
+                .expired(&b, "contentExpiration passed more than a day before the blob could be fetched".into())
+                .await;
         }
         // Held until the records are spooled, so memory is bounded per tenant.
         let _slot = self.client.fetch_slots.acquire().await.map_err(|e| CycleError::Retry(e.to_string()))?;
