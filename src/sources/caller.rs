@@ -59,7 +59,13 @@ impl Caller {
                     if matches!(e, ApiError::Throttled { .. }) {
                         metrics::counter!("auditkeeper_source_throttled_total", "api" => self.api).increment(1);
                     }
-                    tracing::debug!(api = self.api, error = %e, retry_in = ?d, "retrying call");
+                    // Throttling is routine and paced for; anything else is worth an operator's eye
+                    // before the retries run out and the stream records the error in status.
+                    if matches!(e, ApiError::Throttled { .. }) {
+                        tracing::debug!(api = self.api, error = %e, retry_in = ?d, "throttled; retrying");
+                    } else {
+                        tracing::warn!(api = self.api, error = %e, retry_in = ?d, "call failed; retrying");
+                    }
                 })
                 .await;
             match r {
