@@ -299,12 +299,17 @@ async fn kill_9_mid_stream_resumes_every_graph_and_arm_stream() {
         if truth.values().all(|(e, v)| got.get(&e.key()).is_some_and(|d| d.contains(&canon(v.last().unwrap())))) {
             break got;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(150),
-            "incomplete after the kills: {} of {}",
-            got.len(),
-            truth.len()
-        );
+        // Generous: the four Graph tests share two cores, and six report streams share 4 calls per 10 s.
+        if start.elapsed() > Duration::from_secs(300) {
+            let mut missing: HashMap<usize, usize> = HashMap::new();
+            for (e, v) in truth.values() {
+                if !got.get(&e.key()).is_some_and(|d| d.contains(&canon(v.last().unwrap()))) {
+                    *missing.entry(e.kind).or_default() += 1;
+                }
+            }
+            let status = auditkeeper::status::render(&h.state_dir()).unwrap_or_default();
+            panic!("incomplete after the kills: missing by kind {missing:?}\n{status}");
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

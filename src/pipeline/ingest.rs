@@ -181,8 +181,7 @@ impl StreamHandle {
 
     pub async fn subscription_started_at(&self) -> Option<i64> {
         let id = self.key.id.clone();
-        let all = self.pipeline.blocking(move |s| s.stream_status()).await.ok()?;
-        all.into_iter().find(|s| s.stream == id)?.subscription_started_at
+        self.pipeline.blocking(move |s| s.subscription_started_at(&id)).await.ok().flatten()
     }
 
     /// Waits while the spool gate is closed. Returns false on shutdown.

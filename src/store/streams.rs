@@ -78,6 +78,15 @@ impl Store {
         })
     }
 
+    /// When auditkeeper started this stream's subscription, if it did.
+    pub fn subscription_started_at(&self, stream: &str) -> Result<Option<i64>> {
+        self.with_writer(|c| {
+            c.query_row("SELECT subscription_started_at FROM streams WHERE stream = ?1", [stream], |r| r.get(0))
+                .optional()
+                .map(|o| o.flatten())
+        })
+    }
+
     pub fn stream_status(&self) -> Result<Vec<StreamStatus>> {
         self.with_writer(|c| all(c))
     }
