@@ -1,4 +1,4 @@
-//! Command line: `run`, `validate`, `status`, `demo`, `simulate`.
+//! Command line: `run`, `validate`, `status`, `dead-letter`, `archive`, `demo`, `simulate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +37,16 @@ enum Cmd {
         #[arg(long, short, env = "AUDITKEEPER_CONFIG")]
         config: PathBuf,
     },
+    /// Records a receiver refused for good: list them, queue them for redelivery, or delete them.
+    DeadLetter {
+        #[command(subcommand)]
+        action: DeadLetterCmd,
+    },
+    /// Checks on a tamper-evident archive.
+    Archive {
+        #[command(subcommand)]
+        action: ArchiveCmd,
+    },
     /// Run the collector against the built-in simulated tenant into ./demo-output.
     Demo {
         #[arg(long, default_value = "demo-output")]
@@ -61,12 +71,62 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct Selection {
+    #[arg(long, short, env = "AUDITKEEPER_CONFIG")]
+    config: PathBuf,
+    /// Only this sink's dead letters.
+    #[arg(long)]
+    sink: Option<String>,
+    /// Only these dead-letter numbers (as shown by `list`).
+    #[arg(long = "id", value_delimiter = ',')]
+    ids: Vec<i64>,
+    /// Only dead letters older than this (e.g. 30d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    older_than: Option<std::time::Duration>,
+    /// Act on every dead letter matching the other options (required without --id).
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCmd {
+    /// Show dead letters and why the receiver refused them.
+    List {
+        #[command(flatten)]
+        sel: Selection,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print each record's JSON too.
+        #[arg(long)]
+        records: bool,
+    },
+    /// Queue dead letters for redelivery by their sink (after fixing the receiver or the config).
+    Retry {
+        #[command(flatten)]
+        sel: Selection,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        #[command(flatten)]
+        sel: Selection,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCmd {
+    /// Check every file hash and the manifest chain; report the first break precisely.
+    Verify { dir: PathBuf },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Validate { config } => validate(&config),
         Cmd::Status { config } => status(&config),
         Cmd::Run { config } => run(&config),
+        Cmd::DeadLetter { action } => dead_letter(action),
+        Cmd::Archive { action: ArchiveCmd::Verify { dir } } => archive_verify(&dir),
         Cmd::Demo { output, records } => runtime().block_on(crate::demo::run(&output, records)),
         Cmd::Simulate { listen, ca_out, scenario, hostile } => simulate(listen, ca_out, scenario, hostile),
     }
@@ -106,28 +166,82 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn status(path: &std::path::Path) -> ExitCode {
-    let raw = match config::load(path) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
+/// The state directory a config names (validation only: secrets are not needed to read state).
+fn state_dir(path: &std::path::Path) -> Result<PathBuf, ExitCode> {
+    let raw = config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
+    config::validate(&raw).map(|s| s.state_dir).map_err(|issues| {
+        eprintln!("{}", ConfigError::Invalid(issues));
+        ExitCode::from(2)
+    })
+}
+
+fn dead_letter(action: DeadLetterCmd) -> ExitCode {
+    let (sel, verb) = match &action {
+        DeadLetterCmd::List { sel, .. } => (sel, "list"),
+        DeadLetterCmd::Retry { sel } => (sel, "retry"),
+        DeadLetterCmd::Purge { sel } => (sel, "purge"),
+    };
+    let dir = match state_dir(&sel.config) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if verb != "list" && sel.ids.is_empty() && !sel.all {
+        eprintln!("dead-letter {verb}: name the records with --id N[,M...] or confirm with --all");
+        return ExitCode::from(2);
+    }
+    let selector = crate::store::DeadLetterSelector {
+        sink: sel.sink.clone(),
+        ids: sel.ids.clone(),
+        before_ms: sel.older_than.map(|d| chrono::Utc::now().timestamp_millis() - d.as_millis() as i64),
+    };
+    let result = match action {
+        DeadLetterCmd::List { limit, records, .. } => crate::admin::list(&dir, &selector, limit, records),
+        DeadLetterCmd::Retry { .. } => crate::admin::retry(&dir, &selector)
+            .map(|n| format!("{n} dead letter(s) queued for redelivery; the daemon sends them within seconds\n")),
+        DeadLetterCmd::Purge { .. } => {
+            crate::admin::purge(&dir, &selector).map(|n| format!("{n} dead letter(s) deleted\n"))
         }
     };
-    let settings = match config::validate(&raw) {
-        Ok(s) => s,
-        Err(issues) => {
-            eprintln!("{}", ConfigError::Invalid(issues));
-            return ExitCode::from(2);
-        }
-    };
-    match crate::status::render(&settings.state_dir) {
+    match result {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cannot read state in {}: {e}", settings.state_dir.display());
+            eprintln!("cannot read state in {}: {e}", dir.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn archive_verify(dir: &std::path::Path) -> ExitCode {
+    match crate::sinks::file::manifest::verify(dir) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", dir.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn status(path: &std::path::Path) -> ExitCode {
+    let dir = match state_dir(path) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match crate::status::render(&dir) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot read state in {}: {e}", dir.display());
             ExitCode::from(1)
         }
     }

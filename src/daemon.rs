@@ -55,18 +55,23 @@ impl Daemon {
         for d in dropped {
             tracing::warn!(sink = %d, "sink no longer configured: its delivery offset was removed");
         }
+        let http = crate::http::client(&settings.http)?;
+        // One credential per tenant: its token cache serves every API audience, and sinks that
+        // sign their calls as the tenant's app (Azure Monitor) borrow it.
+        let mut ctx = sinks::BuildContext::default();
+        for t in &settings.tenants {
+            ctx.auth.insert(t.name.clone(), Arc::new(TenantAuth::new(t, http.clone())?));
+        }
         let mut forwarders = JoinSet::new();
         for s in &settings.sinks {
-            let built = sinks::build(s)?;
-            tracing::info!(sink = %built.name, "forwarder started");
+            let built = sinks::build(s, &ctx)?;
+            tracing::info!(sink = %built.name(), "forwarder started");
             forwarders.spawn(Forwarder::new(pipeline.clone(), built).run(drain.clone(), deadline.clone()));
         }
 
-        let http = crate::http::client(&settings.http)?;
         let mut sources = JoinSet::new();
         for t in &settings.tenants {
-            // One credential per tenant: its token cache serves every API audience.
-            let auth = Arc::new(TenantAuth::new(t, http.clone())?);
+            let auth = ctx.auth[&t.name].clone();
             if let Some(m) = &t.management {
                 let client = Arc::new(ManagementClient::new(
                     http.clone(),

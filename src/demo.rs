@@ -19,6 +19,8 @@ pub struct ConfigExtras {
     pub spool: String,
     /// Lines of `[tenants.graph]`; empty means Graph is off.
     pub graph: String,
+    /// Further `[[sinks]]` tables, appended at the end.
+    pub extra_sinks: String,
 }
 
 /// Writes a config that points every endpoint at the simulator.
@@ -68,6 +70,8 @@ type = "file"
 name = "archive"
 path = "{records}"
 {sink}
+
+{extra_sinks}
 "#,
         state = dir.join("state").display(),
         ca = sim.ca_file.display(),
@@ -79,6 +83,7 @@ path = "{records}"
         records = dir.join("records").display(),
         management = extras.management,
         sink = extras.sink,
+        extra_sinks = extras.extra_sinks,
         spool = extras.spool,
         graph = if extras.graph.is_empty() { "enabled = false" } else { extras.graph.as_str() },
     );

@@ -5,6 +5,7 @@
 //! spool + cursor in one SQLite transaction, see `store`) → `pipeline::forwarder` (one per sink,
 //! commits its offset only after the sink confirmed) → `sinks`.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

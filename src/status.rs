@@ -70,7 +70,9 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
     let size = store.spool_size()?;
     let _ = writeln!(out, "spool: {} records, {} bytes in {} rows", size.records, size.bytes, size.rows);
     let _ = writeln!(out, "sinks:");
-    for b in store.backlogs()? {
+    let backlogs = store.backlogs()?;
+    let dead = store.dead_letter_counts()?;
+    for b in backlogs.iter().cloned() {
         let _ = writeln!(
             out,
             "  {}  backlog: {} records   delivered: {}   last success: {}",
@@ -79,9 +81,23 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
             b.delivered_total,
             ago(now, b.last_success_at)
         );
-        if let Some(e) = b.last_error {
+        if let Some(e) = b.last_error
+            && b.last_error_at >= b.last_success_at
+        {
             let _ = writeln!(out, "    last error: {} ({})", e, ago(now, b.last_error_at));
         }
+        if let Some(d) = dead.iter().find(|d| d.sink == b.sink) {
+            let _ = writeln!(
+                out,
+                "    DEAD LETTERS: {} record(s) refused by the receiver{} (auditkeeper dead-letter list --sink {})",
+                d.records,
+                if d.retry_pending > 0 { format!(", {} queued for retry", d.retry_pending) } else { String::new() },
+                b.sink
+            );
+        }
+    }
+    for d in dead.iter().filter(|d| !backlogs.iter().any(|b| b.sink == d.sink)) {
+        let _ = writeln!(out, "  {} (no longer configured)  DEAD LETTERS: {} record(s)", d.sink, d.records);
     }
     Ok(out)
 }

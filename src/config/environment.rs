@@ -84,6 +84,46 @@ pub fn check(s: &Settings) -> EnvReport {
                     err(format!("sinks[{i}].path"), e);
                 }
             }
+            SinkSettings::Http(h) => {
+                use crate::sinks::http::config::{GenericAuth, Preset, UrlSource};
+                let mut secrets: Vec<(&str, &SecretSource)> = Vec::new();
+                if let UrlSource::Secret(src) = &h.url {
+                    secrets.push(("url", src));
+                }
+                match &h.preset {
+                    Preset::Splunk { token, .. } | Preset::Generic { auth: GenericAuth::Bearer(token), .. } => {
+                        secrets.push(("token", token))
+                    }
+                    Preset::Generic { auth: GenericAuth::Basic { password, .. }, .. } => {
+                        secrets.push(("password", password))
+                    }
+                    _ => {}
+                }
+                for (key, src) in secrets {
+                    if let Err(e) = crate::auth::load_secret(&h.common.name, src) {
+                        err(format!("sinks[{i}].{key}"), e.to_string());
+                    }
+                }
+                let files = [("ca_file", h.ca_file.as_ref())].into_iter().chain(
+                    h.client_identity
+                        .iter()
+                        .flat_map(|(c, k)| [("client_cert_file", Some(c)), ("client_key_file", Some(k))]),
+                );
+                for (key, f) in files {
+                    if let Some(f) = f
+                        && let Err(e) = std::fs::metadata(f)
+                    {
+                        err(format!("sinks[{i}].{key}"), format!("cannot read {}: {e}", f.display()));
+                    }
+                }
+            }
+            SinkSettings::Syslog(y) => {
+                if y.transport == crate::sinks::syslog::config::Transport::Tls
+                    && let Err(e) = crate::sinks::syslog::transport::tls_config(y)
+                {
+                    err(format!("sinks[{i}]"), e);
+                }
+            }
         }
     }
     r.warnings = warnings;

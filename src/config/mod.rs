@@ -6,6 +6,7 @@
 pub mod cloud;
 pub mod environment;
 pub mod schema;
+pub mod sinks;
 pub mod size;
 pub mod validate;
 

@@ -166,14 +166,10 @@ pub struct ManagementActivityConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkConfig {
     File(FileSinkConfig),
-}
-
-impl SinkConfig {
-    pub fn name(&self) -> Option<&str> {
-        match self {
-            SinkConfig::File(f) => f.name.as_deref(),
-        }
-    }
+    /// The file sink as evidence: daily gzip files with a hash-chained manifest and retention.
+    Archive(FileSinkConfig),
+    Http(crate::sinks::http::config::HttpSinkConfig),
+    Syslog(crate::sinks::syslog::config::SyslogSinkConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +181,12 @@ pub struct FileSinkConfig {
     pub rotate_bytes: Option<u64>,
     #[serde(default)]
     pub envelope: bool,
+    /// Archive only: delete whole days older than this many days (recorded in the manifest).
+    pub retention_days: Option<u32>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub streams: Vec<String>,
     #[serde(default)]
     pub batch: BatchConfig,
 }
@@ -195,6 +197,9 @@ pub struct BatchConfig {
     pub max_records: Option<usize>,
     #[serde(default, deserialize_with = "opt_size")]
     pub max_bytes: Option<u64>,
+    /// How long a partial batch waits for more records.
+    #[serde(default, with = "humantime_serde")]
+    pub linger: Option<Duration>,
 }
 
 fn default_log_format() -> String {
@@ -204,6 +209,6 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     super::size::deserialize(d).map(Some)
 }

@@ -91,36 +91,15 @@ pub struct ManagementSettings {
     pub requests_per_minute: u32,
 }
 
-#[derive(Debug, Clone)]
-pub enum SinkSettings {
-    File(FileSinkSettings),
-}
+pub use super::sinks::{FileSinkSettings, SinkSettings};
 
-impl SinkSettings {
-    pub fn name(&self) -> &str {
-        match self {
-            SinkSettings::File(f) => &f.name,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct FileSinkSettings {
-    pub name: String,
-    pub path: PathBuf,
-    pub rotate_bytes: u64,
-    pub envelope: bool,
-    pub batch_records: usize,
-    pub batch_bytes: u64,
-}
-
-struct Issues(Vec<ConfigIssue>);
+pub(crate) struct Issues(pub(crate) Vec<ConfigIssue>);
 
 impl Issues {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigIssue { path: path.into(), message: message.into() });
     }
-    fn required<T: Clone>(&mut self, v: &Option<T>, path: String) -> Option<T> {
+    pub(crate) fn required<T: Clone>(&mut self, v: &Option<T>, path: String) -> Option<T> {
         if v.is_none() {
             self.add(path, "is required");
         }
@@ -179,21 +158,8 @@ pub fn validate(raw: &RawConfig) -> Result<Settings, Vec<ConfigIssue>> {
         }
     }
 
-    if raw.sinks.is_empty() {
-        is.add("sinks", "at least one [[sinks]] entry is required, or records would wait in the spool forever");
-    }
-    let mut sinks: Vec<SinkSettings> = Vec::new();
-    for (i, s) in raw.sinks.iter().enumerate() {
-        let built = match s {
-            SinkConfig::File(f) => file_sink(&mut is, i, f).map(SinkSettings::File),
-        };
-        if let Some(b) = built {
-            if sinks.iter().any(|o| o.name() == b.name()) {
-                is.add(format!("sinks[{i}].name"), format!("duplicate sink name {:?}", b.name()));
-            }
-            sinks.push(b);
-        }
-    }
+    let tenant_names: Vec<String> = tenants.iter().map(|t| t.name.clone()).collect();
+    let sinks = super::sinks::validate(&mut is, &raw.sinks, &tenant_names);
 
     if !is.0.is_empty() {
         return Err(is.0);
@@ -221,7 +187,7 @@ fn default_state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/auditkeeper"))
 }
 
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
@@ -430,31 +396,4 @@ fn management(is: &mut Issues, i: usize, m: &ManagementActivityConfig) -> Option
         is.add(p("requests_per_minute"), "must be above 0");
     }
     Some(s)
-}
-
-fn file_sink(is: &mut Issues, i: usize, f: &FileSinkConfig) -> Option<FileSinkSettings> {
-    let p = |k: &str| format!("sinks[{i}].{k}");
-    let name = is.required(&f.name, p("name"));
-    if let Some(n) = &name
-        && !valid_name(n)
-    {
-        is.add(p("name"), "use 1-64 characters from A-Z a-z 0-9 - _ .");
-    }
-    let path = is.required(&f.path, p("path"));
-    let rotate_bytes = f.rotate_bytes.unwrap_or(256 << 20);
-    if rotate_bytes < (1 << 20) {
-        is.add(p("rotate_bytes"), "must be at least 1MiB");
-    }
-    let batch_records = f.batch.max_records.unwrap_or(5000);
-    if batch_records == 0 {
-        is.add(p("batch.max_records"), "must be above 0");
-    }
-    Some(FileSinkSettings {
-        name: name?,
-        path: path?,
-        rotate_bytes,
-        envelope: f.envelope,
-        batch_records,
-        batch_bytes: f.batch.max_bytes.unwrap_or(16 << 20),
-    })
 }

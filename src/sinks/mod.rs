@@ -1,12 +1,19 @@
 //! Sinks: where spooled records go. Each sink is driven by its own forwarder and only has to
 //! turn a batch into bytes for its receiver and say whether a failure is worth retrying.
 
+pub mod envelope;
 pub mod file;
+pub mod filter;
+pub mod http;
+pub mod redact;
+pub mod syslog;
+pub mod template;
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use crate::config::validate::SinkSettings;
+pub use filter::SinkFilter;
 
 /// Collector metadata shared by every record of one spool row.
 #[derive(Debug)]
@@ -45,17 +52,24 @@ pub struct Batch {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// Worth retrying as is: I/O errors, timeouts, receiver overload.
+    /// Worth retrying as is: I/O errors, timeouts, connection loss, 5xx.
     #[error("{0}")]
     Retryable(String),
-    /// The receiver refused the batch for good; the forwarder keeps retrying it loudly (the
-    /// dead-letter table of the sinks issue will take these).
+    /// The receiver asked us to slow down (429, 503 with `Retry-After`); wait at least `after`.
+    #[error("throttled: {message}")]
+    Throttled { message: String, after: Option<std::time::Duration> },
+    /// The receiver refused the whole batch for good (4xx other than 408/429). The forwarder
+    /// bisects it to find the poison record(s).
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The sink found, before sending anything, that record `index` can never be delivered
+    /// (for example larger than the receiver accepts). It goes to the dead-letter table.
+    #[error("record {index} cannot be delivered: {reason}")]
+    Poison { index: usize, reason: String },
 }
 
 #[async_trait::async_trait]
-pub trait Sink: Send {
+pub trait Sink: Send + Sync {
     /// Delivers the whole batch durably, or fails; a partial write is retried as a whole.
     async fn send(&mut self, batch: &Batch) -> Result<(), SinkError>;
     /// Flushes and releases resources at shutdown.
@@ -69,23 +83,46 @@ pub struct SinkBuildError {
     pub message: String,
 }
 
-pub struct BuiltSink {
+/// Settings every sink shares: routing and batching.
+#[derive(Debug, Clone)]
+pub struct CommonSinkSettings {
     pub name: String,
-    pub sink: Box<dyn Sink>,
+    pub filter: SinkFilter,
     pub batch_records: usize,
     pub batch_bytes: u64,
+    /// How long a partial batch may wait for more records before it is sent anyway.
+    pub linger: std::time::Duration,
 }
 
-pub fn build(s: &SinkSettings) -> Result<BuiltSink, SinkBuildError> {
-    match s {
-        SinkSettings::File(f) => Ok(BuiltSink {
-            name: f.name.clone(),
-            sink: Box::new(
-                file::FileSink::new(f.clone())
-                    .map_err(|e| SinkBuildError { name: f.name.clone(), message: e.to_string() })?,
-            ),
-            batch_records: f.batch_records,
-            batch_bytes: f.batch_bytes,
-        }),
+pub struct BuiltSink {
+    pub common: CommonSinkSettings,
+    pub sink: Box<dyn Sink>,
+}
+
+impl BuiltSink {
+    pub fn name(&self) -> &str {
+        &self.common.name
     }
+}
+
+pub fn build(s: &SinkSettings, ctx: &BuildContext) -> Result<BuiltSink, SinkBuildError> {
+    let err = |name: &str, e: String| SinkBuildError { name: name.to_string(), message: e };
+    let (common, sink): (CommonSinkSettings, Box<dyn Sink>) = match s {
+        SinkSettings::File(f) => (
+            f.common.clone(),
+            Box::new(file::FileSink::new(f.clone()).map_err(|e| err(&f.common.name, e.to_string()))?),
+        ),
+        SinkSettings::Http(h) => {
+            (h.common.clone(), Box::new(http::HttpSink::new(h.clone(), ctx).map_err(|e| err(&h.common.name, e))?))
+        }
+        SinkSettings::Syslog(y) => (y.common.clone(), Box::new(syslog::SyslogSink::new(y.clone()))),
+    };
+    Ok(BuiltSink { common, sink })
+}
+
+/// What a sink may borrow from the daemon: the HTTP client settings and tenant credentials
+/// (Azure Monitor authenticates as one of the configured apps).
+#[derive(Clone, Default)]
+pub struct BuildContext {
+    pub auth: std::collections::HashMap<String, std::sync::Arc<crate::auth::TenantAuth>>,
 }

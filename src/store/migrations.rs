@@ -82,6 +82,26 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE streams ADD COLUMN updates_total INTEGER NOT NULL DEFAULT 0;
     "#,
+    // v3: records a receiver refused for good, kept whole (they may already be pruned from the
+    // spool) until an operator retries or purges them.
+    r#"
+    CREATE TABLE dead_letter (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        source TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        event_time_ms INTEGER NOT NULL,
+        collected_at INTEGER NOT NULL,
+        raw BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        retry_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX dead_letter_sink ON dead_letter(sink, retry_requested);
+    "#,
 ];
 
 pub fn known_version() -> i64 {

@@ -9,6 +9,7 @@
 
 mod blobs;
 pub mod codec;
+mod deadletter;
 mod ingest;
 mod migrations;
 mod prune;
@@ -16,6 +17,7 @@ mod spool;
 mod streams;
 
 pub use blobs::{BlobListing, LedgerCounts, PendingBlob};
+pub use deadletter::{DeadLetter, DeadLetterCount, DeadLetterSelector};
 pub use ingest::{Checkpoint, IngestOutcome, IngestPage, PageRecord};
 pub use spool::{SinkBacklog, SpoolRow, SpoolSize};
 pub use streams::{StreamCounters, StreamStatus};
@@ -129,6 +131,12 @@ impl ReadOnlyStore {
     }
     pub fn flag(&self, key: &str) -> Result<Option<String>> {
         streams::get_flag(&self.conn, key).map_err(|e| sqlerr(&self.path, e))
+    }
+    pub fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>> {
+        deadletter::counts(&self.conn).map_err(|e| sqlerr(&self.path, e))
+    }
+    pub fn dead_letters(&self, sel: &DeadLetterSelector, limit: usize) -> Result<Vec<DeadLetter>> {
+        deadletter::list(&self.conn, sel, limit).map_err(|e| sqlerr(&self.path, e))
     }
 }
 

@@ -2,6 +2,8 @@
 //! that read what the file sink delivered and compare it with the simulator's ground truth.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

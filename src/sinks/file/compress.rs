@@ -4,10 +4,13 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+
+use super::manifest::Manifest;
 
 pub fn gzip_file(path: &Path) -> std::io::Result<PathBuf> {
     let gz = PathBuf::from(format!("{}.gz", path.display()));
@@ -28,18 +31,26 @@ pub fn gzip_file(path: &Path) -> std::io::Result<PathBuf> {
     Ok(gz)
 }
 
-/// Compresses in the background; a failure leaves the plain file in place and is logged.
-pub fn spawn(path: PathBuf) {
-    std::thread::spawn(move || {
-        if let Err(e) = gzip_file(&path) {
-            tracing::error!(file = %path.display(), error = %e, "could not compress closed file; left uncompressed");
+/// Compresses in the background, then seals the result into the archive manifest if there is
+/// one; a failure leaves the plain file in place and is logged.
+pub fn spawn(path: PathBuf, manifest: Option<Arc<Manifest>>) {
+    std::thread::spawn(move || match gzip_file(&path) {
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "could not compress closed file; left uncompressed")
+        }
+        Ok(gz) => {
+            if let Some(m) = manifest
+                && let Err(e) = m.seal(&gz)
+            {
+                tracing::error!(file = %gz.display(), error = %e, "archive: could not seal file into the manifest; retried at next start");
+            }
         }
     });
 }
 
 /// Compresses `.jsonl` files of days before `today` (closed by a previous run), and removes
 /// half-written `.gz.tmp` files whose source still exists.
-pub fn sweep_stale(root: &Path, today: NaiveDate) {
+pub fn sweep_stale(root: &Path, today: NaiveDate, manifest: Option<Arc<Manifest>>) {
     let prefix = today.format("%Y-%m-%d").to_string();
     let mut stack = vec![root.to_path_buf()];
     let mut stale = Vec::new();
@@ -61,6 +72,6 @@ pub fn sweep_stale(root: &Path, today: NaiveDate) {
     }
     // Only after the scan, so the sweep never deletes a `.gz.tmp` it is writing itself.
     for p in stale {
-        spawn(p);
+        spawn(p, manifest.clone());
     }
 }

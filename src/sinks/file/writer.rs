@@ -7,10 +7,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 
 use super::compress;
+use super::manifest::Manifest;
 
 pub struct StreamFile {
     path: PathBuf,
@@ -90,6 +92,7 @@ impl StreamFile {
         key: &(String, String, String),
         today: NaiveDate,
         rotate_bytes: u64,
+        manifest: Option<&Arc<Manifest>>,
     ) -> std::io::Result<()> {
         if today != self.day || self.size >= rotate_bytes {
             self.flush()?;
@@ -97,7 +100,7 @@ impl StreamFile {
             let closed = self.path.clone();
             let index = if today != self.day { 0 } else { self.index + 1 };
             *self = Self::open_at(&stream_dir(root, key), today, index)?;
-            compress::spawn(closed);
+            compress::spawn(closed, manifest.cloned());
             return Ok(());
         }
         if self.pending.is_empty() {

@@ -1,0 +1,235 @@
+//! The HTTP sink: Sumo Logic, Splunk HEC, Azure Monitor Logs Ingestion, or a generic collector.
+//!
+//! `config` validates, `encode` frames records per preset and splits them into requests within
+//! the receiver's limit, `classify` maps answers to retry/refuse, `splunk_ack` waits for indexer
+//! acknowledgement. A batch is confirmed only when every one of its requests was accepted (and,
+//! with HEC ack, acknowledged).
+
+pub mod classify;
+pub mod config;
+pub mod encode;
+pub mod splunk_ack;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use config::{GenericAuth, HttpSinkSettings, Preset, UrlSource};
+use encode::Encoder;
+
+use crate::auth::{TenantAuth, load_secret};
+use crate::sinks::{Batch, BuildContext, Sink, SinkError, redact};
+
+pub struct HttpSink {
+    s: HttpSinkSettings,
+    client: reqwest::Client,
+    url: url::Url,
+    shown: String,
+    secrets: Vec<String>,
+    auth_header: Option<String>,
+    monitor: Option<Arc<TenantAuth>>,
+    /// Requests of the batch being retried that the receiver already accepted: a retry resumes
+    /// after them, so a failure in the third request does not resend the first two.
+    progress: Option<(u64, usize)>,
+}
+
+fn load(name: &str, what: &str, s: &crate::config::validate::SecretSource) -> Result<String, String> {
+    load_secret(name, s).map_err(|e| format!("{what}: {e}"))
+}
+
+impl HttpSink {
+    pub fn new(s: HttpSinkSettings, ctx: &BuildContext) -> Result<HttpSink, String> {
+        let name = s.common.name.clone();
+        let mut secrets = Vec::new();
+        let url = match &s.url {
+            UrlSource::Inline(u) => u.clone(),
+            UrlSource::Secret(src) => {
+                let text = load(&name, "url", src)?;
+                secrets.push(text.trim().to_string());
+                url::Url::parse(text.trim()).map_err(|e| format!("url from {src:?} is not a URL: {e}"))?
+            }
+        };
+        // Sumo Logic's whole credential is the URL path.
+        if matches!(s.preset, Preset::Sumo { .. }) {
+            secrets.push(url.path().to_string());
+        }
+        let shown = redact::url(&url);
+        let mut monitor = None;
+        let auth_header = match &s.preset {
+            Preset::Splunk { token, .. } => {
+                let t = load(&name, "token", token)?.trim().to_string();
+                secrets.push(t.clone());
+                Some(format!("Splunk {t}"))
+            }
+            Preset::Generic { auth: GenericAuth::Bearer(src), .. } => {
+                let t = load(&name, "token", src)?.trim().to_string();
+                secrets.push(t.clone());
+                Some(format!("Bearer {t}"))
+            }
+            Preset::Generic { auth: GenericAuth::Basic { username, password }, .. } => {
+                use base64::Engine;
+                let p = load(&name, "password", password)?.trim().to_string();
+                secrets.push(p.clone());
+                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{p}"))))
+            }
+            Preset::AzureMonitor { tenant, .. } => {
+                monitor =
+                    Some(ctx.auth.get(tenant).cloned().ok_or_else(|| format!("tenant {tenant} has no credential"))?);
+                None
+            }
+            _ => None,
+        };
+        let client = build_client(&s)?;
+        Ok(HttpSink { s, client, url, shown, secrets, auth_header, monitor, progress: None })
+    }
+
+    fn scrub(&self, m: &str) -> String {
+        redact::scrub(m, &self.secrets)
+    }
+
+    fn request_url(&self, dcr_stream: Option<&str>, ack: bool) -> url::Url {
+        let mut u = self.url.clone();
+        let base = u.path().trim_end_matches('/').to_string();
+        match &self.s.preset {
+            Preset::Splunk { .. } => {
+                u.set_path(&format!("{base}/services/collector/{}", if ack { "ack" } else { "event" }));
+            }
+            Preset::AzureMonitor { dcr_immutable_id, .. } => {
+                u.set_path(&format!(
+                    "{base}/dataCollectionRules/{dcr_immutable_id}/streams/{}",
+                    dcr_stream.unwrap_or("")
+                ));
+                u.set_query(Some("api-version=2023-01-01"));
+            }
+            _ => {}
+        }
+        u
+    }
+
+    async fn post(&self, p: &encode::Planned) -> Result<Vec<u8>, SinkError> {
+        let body = if self.s.gzip {
+            let mut enc =
+                flate2::write::GzEncoder::new(Vec::with_capacity(p.body.len() / 4), flate2::Compression::fast());
+            enc.write_all(&p.body).and_then(|_| enc.finish()).map_err(|e| SinkError::Retryable(format!("gzip: {e}")))?
+        } else {
+            p.body.clone()
+        };
+        let content_type = match &self.s.preset {
+            Preset::Sumo { .. } | Preset::Generic { format: config::Format::Ndjson, .. } => "application/x-ndjson",
+            _ => "application/json",
+        };
+        let mut req =
+            self.client.post(self.request_url(p.dcr_stream.as_deref(), false)).header("Content-Type", content_type);
+        if self.s.gzip {
+            req = req.header("Content-Encoding", "gzip");
+        }
+        for (k, v) in &self.s.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in &p.headers {
+            req = req.header(*k, v.as_str());
+        }
+        if let Some(a) = &self.auth_header {
+            req = req.header("Authorization", a.as_str());
+        }
+        if let Preset::Splunk { ack: Some(a), .. } = &self.s.preset {
+            req = req.header("X-Splunk-Request-Channel", a.channel.as_str());
+        }
+        if let (Some(auth), Preset::AzureMonitor { scope, .. }) = (&self.monitor, &self.s.preset) {
+            let token = auth.token(scope).await.map_err(|e| SinkError::Retryable(e.to_string()))?;
+            req = req.bearer_auth(token);
+        }
+        let resp = req.body(body).send().await.map_err(|e| {
+            SinkError::Retryable(self.scrub(&format!("{}: {}", self.shown, crate::http::error_chain(&e.without_url()))))
+        })?;
+        let code = resp.status();
+        let after = classify::retry_after(resp.headers());
+        let text = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        if code.as_u16() == 401
+            && let Some(a) = &self.monitor
+        {
+            a.invalidate();
+        }
+        let excerpt = self.scrub(String::from_utf8_lossy(&text[..text.len().min(400)]).trim());
+        classify::status(code, after, &excerpt).map_err(|e| match e {
+            SinkError::Retryable(m) => SinkError::Retryable(format!("{}: {m}", self.shown)),
+            other => other,
+        })?;
+        Ok(text)
+    }
+}
+
+fn build_client(s: &HttpSinkSettings) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("auditkeeper/", env!("CARGO_PKG_VERSION")))
+        .timeout(s.timeout)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(std::time::Duration::from_secs(50))
+        .tls_danger_accept_invalid_certs(s.insecure);
+    if let Some(ca) = &s.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        b = b.add_root_certificate(cert);
+    }
+    if let Some((cert, key)) = &s.client_identity {
+        let mut pem = std::fs::read(cert).map_err(|e| format!("client_cert_file {}: {e}", cert.display()))?;
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key).map_err(|e| format!("client_key_file {}: {e}", key.display()))?);
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| format!("client certificate: {e}"))?;
+        b = b.identity(id);
+    }
+    b.build().map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// Identifies a batch across retries (a bisected half is a different batch).
+fn fingerprint(b: &Batch) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.records.len().hash(&mut h);
+    for r in [b.records.first(), b.records.last()].into_iter().flatten() {
+        r.id().hash(&mut h);
+        r.raw().len().hash(&mut h);
+        r.event_time_ms.hash(&mut h);
+    }
+    h.finish()
+}
+
+#[async_trait::async_trait]
+impl Sink for HttpSink {
+    async fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let plan = Encoder::new(&self.s).plan(batch)?;
+        let fp = fingerprint(batch);
+        let start = match self.progress {
+            Some((f, n)) if f == fp => n,
+            _ => 0,
+        };
+        let mut acks = Vec::new();
+        for (k, (req, _)) in plan.iter().enumerate().skip(start) {
+            let body = self.post(req).await?;
+            if let Preset::Splunk { ack: Some(_), .. } = &self.s.preset {
+                acks.push(splunk_ack::ack_id(&body).ok_or_else(|| {
+                    SinkError::Retryable(
+                        "HEC answered without an ackId: enable indexer acknowledgement on the token or set ack = false"
+                            .into(),
+                    )
+                })?);
+            } else {
+                self.progress = Some((fp, k + 1));
+            }
+        }
+        if let (Preset::Splunk { ack: Some(a), .. }, Some(auth)) = (&self.s.preset, &self.auth_header) {
+            if !acks.is_empty() {
+                let poll = splunk_ack::AckPoll {
+                    client: &self.client,
+                    url: self.request_url(None, true),
+                    token: auth.trim_start_matches("Splunk "),
+                    channel: &a.channel,
+                    timeout: a.timeout,
+                    poll_interval: a.poll_interval,
+                };
+                poll.wait(acks).await?;
+            }
+        }
+        self.progress = None;
+        Ok(())
+    }
+}
