@@ -8,7 +8,12 @@ use std::path::Path;
 use crate::store::{DeadLetterSelector, Store, StoreError};
 
 /// Prints dead letters, newest reasons included; `show_records` adds each record's JSON.
-pub fn list(state_dir: &Path, sel: &DeadLetterSelector, limit: usize, show_records: bool) -> Result<String, StoreError> {
+pub fn list(
+    state_dir: &Path,
+    sel: &DeadLetterSelector,
+    limit: usize,
+    show_records: bool,
+) -> Result<String, StoreError> {
     let store = Store::open_read_only(state_dir)?;
     let rows = store.dead_letters(sel, limit)?;
     let mut out = String::new();

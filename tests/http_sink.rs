@@ -151,17 +151,30 @@ batch = {{ max_records = 700, linger = "100ms" }}
         for v in serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>() {
             let v = v.expect("concatenated JSON objects");
             let id = v["event"]["Id"].as_str().unwrap().to_string();
-            let creation = chrono::NaiveDateTime::parse_from_str(v["event"]["CreationTime"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S")
-                .unwrap()
-                .and_utc()
-                .timestamp_millis();
-            assert_eq!((v["time"].as_f64().unwrap() * 1000.0).round() as i64, creation, "time is the record's event time");
+            let creation = chrono::NaiveDateTime::parse_from_str(
+                v["event"]["CreationTime"].as_str().unwrap(),
+                "%Y-%m-%dT%H:%M:%S",
+            )
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+            assert_eq!(
+                (v["time"].as_f64().unwrap() * 1000.0).round() as i64,
+                creation,
+                "time is the record's event time"
+            );
             assert_eq!(v["sourcetype"], "o365:management:activity");
             assert_eq!(v["source"], "auditkeeper:contoso:Audit.Exchange");
             assert_eq!(v["index"], "o365");
             assert_eq!(v["host"], "collector-1");
-            assert_eq!(v["fields"], serde_json::json!({"tenant": "contoso", "stream": "Audit.Exchange", "env": "test"}));
-            assert!(text.contains(&format!(",\"event\":{}}}", raw[&id])), "event {id} carries the record byte-identical");
+            assert_eq!(
+                v["fields"],
+                serde_json::json!({"tenant": "contoso", "stream": "Audit.Exchange", "env": "test"})
+            );
+            assert!(
+                text.contains(&format!(",\"event\":{}}}", raw[&id])),
+                "event {id} carries the record byte-identical"
+            );
             ids.push(id);
         }
     }
@@ -193,7 +206,11 @@ dcr_streams = {{ "management" = "Custom-O365Audit_CL", "*" = "Custom-Auditkeeper
     h.wait_complete(Duration::from_secs(90)).await;
     let n = truth.ids.len();
     wait_for("monitor delivery", Duration::from_secs(60), || {
-        rx.received().iter().map(|r| serde_json::from_slice::<Vec<serde_json::Value>>(&r.body).unwrap().len()).sum::<usize>() >= n
+        rx.received()
+            .iter()
+            .map(|r| serde_json::from_slice::<Vec<serde_json::Value>>(&r.body).unwrap().len())
+            .sum::<usize>()
+            >= n
     })
     .await;
     daemon.stop().await;

@@ -10,7 +10,7 @@ pub mod records;
 mod routes;
 pub mod scenario;
 pub mod tenant;
-mod tls;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod receiver;
+pub mod rsyslog;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -112,4 +112,3 @@ impl Receiver {
         self.inner.lock().unwrap().behaviour.reject_containing = s;
     }
 }
-

@@ -250,7 +250,10 @@ pub enum VerifyError {
 pub fn verify(root: &Path) -> Result<String, VerifyError> {
     let path = root.join(FILE);
     if !path.exists() {
-        return Err(VerifyError::Io(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no {FILE} in {}", root.display()))));
+        return Err(VerifyError::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no {FILE} in {}", root.display()),
+        )));
     }
     let text = std::fs::read(&path)?;
     let mut problems: Vec<String> = Vec::new();
@@ -273,7 +276,8 @@ pub fn verify(root: &Path) -> Result<String, VerifyError> {
                     ));
                 }
                 if e.seq != i as u64 {
-                    problems.push(format!("{at}: seq is {} but should be {i}; entries were removed or reordered", e.seq));
+                    problems
+                        .push(format!("{at}: seq is {} but should be {i}; entries were removed or reordered", e.seq));
                 }
                 match e.kind.as_str() {
                     "file" => {

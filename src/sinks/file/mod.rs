@@ -66,7 +66,9 @@ impl FileSink {
         let (m, cutoff) = (m.clone(), today - chrono::Duration::days(days as i64));
         std::thread::spawn(move || match m.apply_retention(cutoff, days) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(files = n, %cutoff, "archive retention deleted old files and recorded it in the manifest"),
+            Ok(n) => {
+                tracing::info!(files = n, %cutoff, "archive retention deleted old files and recorded it in the manifest")
+            }
             Err(e) => tracing::error!(error = %e, "archive retention failed; retried tomorrow or at restart"),
         });
     }

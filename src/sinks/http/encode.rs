@@ -34,8 +34,23 @@ pub struct Encoder<'a> {
     last: Option<RowParts>,
 }
 
-fn pattern_match(pattern: &str, m: &RowMeta) -> bool {
-    crate::sinks::SinkFilter { tenants: vec![], streams: vec![pattern.to_string()] }.accepts(m) || pattern == "*"
+/// The most specific mapping for a stream: `source/name`, then the name, then the source, then
+/// the longest prefix pattern, then `*`. (Map order is alphabetical and says nothing.)
+pub fn best_match<'m>(map: &'m [(String, String)], m: &RowMeta) -> Option<&'m str> {
+    let full = format!("{}/{}", m.source, m.name);
+    let rank = |p: &str| -> Option<(u8, usize)> {
+        match p.strip_suffix('*') {
+            _ if p == full => Some((0, 0)),
+            _ if p == m.name => Some((1, 0)),
+            _ if p == m.source => Some((2, 0)),
+            Some("") => Some((4, 0)),
+            Some(prefix) if full.starts_with(prefix) || m.name.starts_with(prefix) => {
+                Some((3, usize::MAX - prefix.len()))
+            }
+            _ => None,
+        }
+    };
+    map.iter().filter_map(|(p, v)| Some((rank(p)?, v.as_str()))).min_by_key(|(r, _)| *r).map(|(_, v)| v)
 }
 
 /// Splunk sourcetypes commonly used for these feeds (Splunk Add-on for Microsoft Office 365 and
@@ -84,11 +99,7 @@ impl<'a> Encoder<'a> {
                     }
                 }
                 Preset::Splunk { index, host, source, sourcetypes, fields, .. } => {
-                    let st = sourcetypes
-                        .iter()
-                        .find(|(p, _)| pattern_match(p, m))
-                        .map(|(_, v)| v.as_str())
-                        .unwrap_or_else(|| default_sourcetype(m));
+                    let st = best_match(sourcetypes, m).unwrap_or_else(|| default_sourcetype(m));
                     if let Some(h) = host {
                         middle.push_str(&format!(",\"host\":{}", json_str(&h.render(m))));
                     }
@@ -106,7 +117,7 @@ impl<'a> Encoder<'a> {
                     middle.push_str(&format!(",\"fields\":{}", serde_json::Value::Object(f)));
                 }
                 Preset::AzureMonitor { dcr_streams, .. } => {
-                    dcr = dcr_streams.iter().find(|(p, _)| pattern_match(p, m)).map(|(_, v)| v.clone());
+                    dcr = best_match(dcr_streams, m).map(str::to_string);
                 }
                 Preset::Generic { .. } => {}
             }
@@ -229,5 +240,26 @@ impl<'a> Encoder<'a> {
             }
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_specific_mapping_wins() {
+        let map: Vec<(String, String)> =
+            [("*", "all"), ("graph", "g"), ("signins_*", "s"), ("graph/signins_interactive", "si")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        let m =
+            |src: &str, n: &str| RowMeta { tenant: "t".into(), source: src.into(), name: n.into(), collected_at_ms: 0 };
+        assert_eq!(best_match(&map, &m("graph", "signins_interactive")), Some("si"));
+        assert_eq!(best_match(&map, &m("graph", "signins_service_principal")), Some("s"));
+        assert_eq!(best_match(&map, &m("graph", "directory_audits")), Some("g"));
+        assert_eq!(best_match(&map, &m("management", "Audit.Exchange")), Some("all"));
+        assert_eq!(best_match(&map[1..], &m("management", "Audit.Exchange")), None);
     }
 }
