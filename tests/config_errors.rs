@@ -115,6 +115,55 @@ fn a_good_config_validates_and_each_mistake_names_its_key() {
 }
 
 #[test]
+fn sink_mistakes_name_their_key() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let good = base(dir);
+    let http = |lines: &str| format!("{good}\n[[sinks]]\ntype = \"http\"\nname = \"h\"\n{lines}\n");
+    let syslog = |lines: &str| format!("{good}\n[[sinks]]\ntype = \"syslog\"\nname = \"s\"\n{lines}\n");
+    let cases: Vec<(String, &str)> = vec![
+        (http("preset = \"sumologic\""), "sinks[1].url: is required"),
+        (http("preset = \"datadog\"\nurl = \"https://x\""), "sinks[1].preset: \"datadog\": use sumologic"),
+        (http("preset = \"splunk_hec\"\nurl = \"https://x\""), "sinks[1].token_file: splunk_hec needs the HEC token"),
+        (
+            http("preset = \"splunk_hec\"\nurl = \"https://x\"\ntoken_file = \"/nonexistent/hec\""),
+            "sinks[1].token: /nonexistent/hec: No such file",
+        ),
+        (
+            http("preset = \"sumologic\"\nurl = \"https://x\"\ncategory = \"o365/{tenat}\""),
+            "sinks[1].category: unknown placeholder {tenat}",
+        ),
+        (
+            http("preset = \"sumologic\"\nurl = \"https://x\"\nmax_body_bytes = \"2MB\""),
+            "sinks[1].max_body_bytes: must be between 1 and 1000000",
+        ),
+        (
+            http(
+                "preset = \"azure_monitor\"\nurl = \"https://x\"\ntenant = \"fabrikam\"\ndcr_immutable_id = \"dcr-1\"\ndcr_streams = { \"*\" = \"Custom-A_CL\" }",
+            ),
+            "sinks[1].tenant: unknown tenant \"fabrikam\"",
+        ),
+        (http("preset = \"generic\"\nurl = \"ftp://x\""), "sinks[1].url: must be an http:// or https:// URL"),
+        (
+            http("preset = \"generic\"\nurl = \"https://x\"\ntenants = [\"fabrikam\"]"),
+            "sinks[1].tenants: unknown tenant \"fabrikam\"",
+        ),
+        (syslog("address = \"siem:6514\"\nframing = \"lf\""), "sinks[1].framing: lf framing is for plain TCP only"),
+        (syslog("address = \"siem\""), "sinks[1].address: use host:port"),
+        (
+            syslog("address = \"siem:514\"\ntransport = \"udp\"\nmax_message_bytes = \"70000\""),
+            "a UDP datagram carries at most 65507 bytes",
+        ),
+        (syslog("address = \"siem:514\"\nfacility = \"local9\""), "sinks[1].facility: \"local9\""),
+        (syslog("address = \"siem:6514\"\nca_file = \"/nonexistent/ca.pem\""), "sinks[1]: ca_file /nonexistent/ca.pem"),
+        (good.replace("type = \"file\"", "type = \"file\"\nretention_days = 30"), "only an archive sink"),
+    ];
+    for (text, needle) in cases {
+        expect_error(dir, &text, needle);
+    }
+}
+
+#[test]
 fn a_world_readable_secret_file_is_a_warning() {
     let d = tempfile::tempdir().unwrap();
     let good = base(d.path());

@@ -55,17 +55,22 @@ impl std::fmt::Debug for TenantAuth {
 }
 
 pub fn load_secret(tenant: &str, source: &SecretSource) -> Result<String, AuthError> {
-    let err = |message: String| AuthError::Secret { tenant: tenant.to_string(), message };
+    read_secret(source).map_err(|message| AuthError::Secret { tenant: tenant.to_string(), message })
+}
+
+/// Reads a secret from its file (systemd credentials directory aware) or variable, trimmed.
+/// The error names where it looked, never the value.
+pub fn read_secret(source: &SecretSource) -> Result<String, String> {
     let value = match source {
         SecretSource::File(p) => {
             let p = expand_credentials_dir(p);
-            std::fs::read_to_string(&p).map_err(|e| err(format!("{}: {e}", p.display())))?
+            std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?
         }
-        SecretSource::Env(v) => std::env::var(v).map_err(|_| err(format!("environment variable {v} is not set")))?,
+        SecretSource::Env(v) => std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))?,
     };
     let value = value.trim().to_string();
     if value.is_empty() {
-        return Err(err("the secret is empty".into()));
+        return Err("the secret is empty".into());
     }
     Ok(value)
 }

@@ -100,8 +100,8 @@ pub fn check(s: &Settings) -> EnvReport {
                     _ => {}
                 }
                 for (key, src) in secrets {
-                    if let Err(e) = crate::auth::load_secret(&h.common.name, src) {
-                        err(format!("sinks[{i}].{key}"), e.to_string());
+                    if let Err(e) = crate::auth::read_secret(src) {
+                        err(format!("sinks[{i}].{key}"), e);
                     }
                 }
                 let files = [("ca_file", h.ca_file.as_ref())].into_iter().chain(

@@ -77,7 +77,9 @@ action(type="omfile" file="{out}" template="raw" flushOnTXEnd="on" asyncWriting=
         std::fs::write(&conf, self.config()).unwrap();
         let pid = self.dir.join("rsyslog.pid");
         let _ = std::fs::remove_file(&pid);
-        let child = Command::new("rsyslogd")
+        // /usr/sbin is not on every user's PATH.
+        let bin = if Path::new("/usr/sbin/rsyslogd").exists() { "/usr/sbin/rsyslogd" } else { "rsyslogd" };
+        let child = Command::new(bin)
             .args(["-n", "-f"])
             .arg(&conf)
             .arg("-i")

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use config::{GenericAuth, HttpSinkSettings, Preset, UrlSource};
 use encode::Encoder;
 
-use crate::auth::{TenantAuth, load_secret};
+use crate::auth::{TenantAuth, read_secret};
 use crate::sinks::{Batch, BuildContext, Sink, SinkError, redact};
 
 pub struct HttpSink {
@@ -32,8 +32,8 @@ pub struct HttpSink {
     progress: Option<(u64, usize)>,
 }
 
-fn load(name: &str, what: &str, s: &crate::config::validate::SecretSource) -> Result<String, String> {
-    load_secret(name, s).map_err(|e| format!("{what}: {e}"))
+fn load(_name: &str, what: &str, s: &crate::config::validate::SecretSource) -> Result<String, String> {
+    read_secret(s).map_err(|e| format!("{what}: {e}"))
 }
 
 impl HttpSink {
