@@ -77,6 +77,7 @@ impl Forwarder {
         loop {
             // Fill the buffer until a batch's worth of records is at hand.
             let mut buffered: usize = buffer.iter().map(|r| r.records.len()).sum();
+            let mut at_end = false;
             while buffered < max_records {
                 let r = reader.clone();
                 let from = next_read;
@@ -84,6 +85,7 @@ impl Forwarder {
                     tokio::task::spawn_blocking(move || r.lock().expect("reader").read_from(from, ROWS_PER_READ))
                         .await
                         .map_err(|e| PipelineError::Join(e.to_string()))??;
+                at_end = rows.len() < ROWS_PER_READ;
                 if rows.is_empty() {
                     break;
                 }
@@ -101,8 +103,13 @@ impl Forwarder {
                 }
             }
 
-            // A partial batch waits up to `linger` for company, unless we are draining.
-            if buffered > 0 && buffered < max_records && !linger.is_zero() && !drain.is_cancelled() {
+            // A partial batch (by count and by bytes) at the end of the spool waits up to `linger`
+            // for company, unless we are draining.
+            let partial = at_end
+                && buffered < max_records
+                && buffer.iter().flat_map(|r| r.records.iter()).map(|(_, x)| x.raw.len() as u64).sum::<u64>()
+                    < max_bytes;
+            if buffered > 0 && partial && !linger.is_zero() && !drain.is_cancelled() {
                 let since = *lingering_since.get_or_insert_with(Instant::now);
                 let left = linger.saturating_sub(since.elapsed());
                 if !left.is_zero() {
