@@ -214,3 +214,13 @@ fn environment_variables_override_the_file() {
     let (ok, err) = run("AUDITKEEPER__LOG__FORMAT", "json");
     assert!(ok, "{err}");
 }
+
+#[test]
+fn the_example_config_is_valid_and_has_every_sink_kind() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/auditkeeper.example.toml")).unwrap();
+    let raw: auditkeeper::config::RawConfig = auditkeeper::config::from_toml_str(&text).unwrap();
+    let s = auditkeeper::config::validate(&raw).unwrap_or_else(|e| panic!("{e:?}"));
+    let names: Vec<&str> = s.sinks.iter().map(|x| x.name()).collect();
+    assert_eq!(names, ["archive", "evidence", "sumo", "splunk", "sentinel", "lake", "qradar"]);
+}

@@ -34,18 +34,18 @@ pub struct Encoder<'a> {
     last: Option<RowParts>,
 }
 
-/// The most specific mapping for a stream: `source/name`, then the name, then the source, then
-/// the longest prefix pattern, then `*`. (Map order is alphabetical and says nothing.)
+/// The most specific mapping for a stream: `source/name`, then the name, then the longest
+/// prefix pattern, then the source, then `*`. (Map order is alphabetical and says nothing.)
 pub fn best_match<'m>(map: &'m [(String, String)], m: &RowMeta) -> Option<&'m str> {
     let full = format!("{}/{}", m.source, m.name);
     let rank = |p: &str| -> Option<(u8, usize)> {
         match p.strip_suffix('*') {
             _ if p == full => Some((0, 0)),
             _ if p == m.name => Some((1, 0)),
-            _ if p == m.source => Some((2, 0)),
+            _ if p == m.source => Some((3, 0)),
             Some("") => Some((4, 0)),
             Some(prefix) if full.starts_with(prefix) || m.name.starts_with(prefix) => {
-                Some((3, usize::MAX - prefix.len()))
+                Some((2, usize::MAX - prefix.len()))
             }
             _ => None,
         }
