@@ -58,7 +58,7 @@ impl Daemon {
         let http = crate::http::client(&settings.http)?;
         // One credential per tenant: its token cache serves every API audience, and sinks that
         // sign their calls as the tenant's app (Azure Monitor) borrow it.
-        let mut ctx = sinks::BuildContext::default();
+        let mut ctx = sinks::BuildContext { http: Some(http.clone()), ..Default::default() };
         for t in &settings.tenants {
             ctx.auth.insert(t.name.clone(), Arc::new(TenantAuth::new(t, http.clone())?));
         }

@@ -107,6 +107,21 @@ impl TenantAuth {
         Ok(t.token.secret().to_string())
     }
 
+    /// The credential as it stands now (it is rebuilt by `invalidate`); for clients such as
+    /// the Event Hubs producer that ask for tokens themselves.
+    pub fn current_credential(&self) -> Arc<dyn TokenCredential> {
+        self.credential.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `text` with this tenant's secret removed, for errors that came back from a library.
+    pub fn scrub(&self, text: &str) -> String {
+        redact(text, &self.secret())
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
     /// Drops every cached token (after a 401 or a refused token request) and re-reads the
     /// secret, so a rotated systemd credential is picked up without a restart.
     pub fn invalidate(&self) {

@@ -124,6 +124,46 @@ pub fn check(s: &Settings) -> EnvReport {
                     err(format!("sinks[{i}]"), e);
                 }
             }
+            SinkSettings::EventHubs(e) => {
+                use crate::sinks::eventhubs::config::HubAuth;
+                match &e.auth {
+                    HubAuth::ConnectionString(src) => {
+                        let key = match src {
+                            SecretSource::File(_) => "connection_string_file",
+                            SecretSource::Env(_) => "connection_string_env",
+                        };
+                        match crate::sinks::eventhubs::credential::connection_string(src) {
+                            Err(m) => err(format!("sinks[{i}].{key}"), m),
+                            Ok((cs, _))
+                                if e.event_hub.is_none() && !cs.to_ascii_lowercase().contains("entitypath=") =>
+                            {
+                                err(
+                                    format!("sinks[{i}].event_hub"),
+                                    "is required: the connection string has no EntityPath".into(),
+                                )
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                    HubAuth::WorkloadIdentity { token_file, .. } => {
+                        let file = token_file
+                            .clone()
+                            .or_else(|| std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").map(Into::into));
+                        match file {
+                            None => err(
+                                format!("sinks[{i}].token_file"),
+                                "is required when AZURE_FEDERATED_TOKEN_FILE is not set".into(),
+                            ),
+                            Some(f) => {
+                                if let Err(x) = std::fs::metadata(&f) {
+                                    err(format!("sinks[{i}].token_file"), format!("cannot read {}: {x}", f.display()));
+                                }
+                            }
+                        }
+                    }
+                    HubAuth::Tenant(_) | HubAuth::ManagedIdentity { .. } => {}
+                }
+            }
         }
     }
     r.warnings = warnings;

@@ -170,6 +170,7 @@ pub enum SinkConfig {
     Archive(FileSinkConfig),
     Http(crate::sinks::http::config::HttpSinkConfig),
     Syslog(crate::sinks::syslog::config::SyslogSinkConfig),
+    Eventhubs(crate::sinks::eventhubs::config::EventHubsSinkConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::schema::{BatchConfig, FileSinkConfig, SinkConfig};
 use super::validate::{Issues, valid_name};
+use crate::sinks::eventhubs::config::EventHubsSinkSettings;
 use crate::sinks::{CommonSinkSettings, SinkFilter};
 use crate::sinks::{http::config::HttpSinkSettings, syslog::config::SyslogSinkSettings};
 
@@ -14,6 +15,7 @@ pub enum SinkSettings {
     File(FileSinkSettings),
     Http(HttpSinkSettings),
     Syslog(SyslogSinkSettings),
+    EventHubs(EventHubsSinkSettings),
 }
 
 impl SinkSettings {
@@ -25,6 +27,7 @@ impl SinkSettings {
             SinkSettings::File(f) => &f.common,
             SinkSettings::Http(h) => &h.common,
             SinkSettings::Syslog(s) => &s.common,
+            SinkSettings::EventHubs(e) => &e.common,
         }
     }
 }
@@ -116,6 +119,9 @@ pub(crate) fn validate(is: &mut Issues, raw: &[SinkConfig], tenants: &[String]) 
             }
             SinkConfig::Syslog(y) => {
                 crate::sinks::syslog::config::validate(is, &prefix, y, tenants).map(SinkSettings::Syslog)
+            }
+            SinkConfig::Eventhubs(e) => {
+                crate::sinks::eventhubs::config::validate(is, &prefix, e, tenants).map(SinkSettings::EventHubs)
             }
         };
         if let Some(b) = built {

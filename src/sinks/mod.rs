@@ -2,6 +2,7 @@
 //! turn a batch into bytes for its receiver and say whether a failure is worth retrying.
 
 pub mod envelope;
+pub mod eventhubs;
 pub mod file;
 pub mod filter;
 pub mod http;
@@ -116,13 +117,19 @@ pub fn build(s: &SinkSettings, ctx: &BuildContext) -> Result<BuiltSink, SinkBuil
             (h.common.clone(), Box::new(http::HttpSink::new(h.clone(), ctx).map_err(|e| err(&h.common.name, e))?))
         }
         SinkSettings::Syslog(y) => (y.common.clone(), Box::new(syslog::SyslogSink::new(y.clone()))),
+        SinkSettings::EventHubs(e) => (
+            e.common.clone(),
+            Box::new(eventhubs::EventHubsSink::new(e.clone(), ctx).map_err(|m| err(&e.common.name, m))?),
+        ),
     };
     Ok(BuiltSink { common, sink })
 }
 
-/// What a sink may borrow from the daemon: the HTTP client settings and tenant credentials
-/// (Azure Monitor authenticates as one of the configured apps).
+/// What a sink may borrow from the daemon: tenant credentials (Azure Monitor and Event Hubs can
+/// authenticate as one of the configured apps) and the HTTP client, whose CA bundle also serves
+/// managed and workload identity token calls.
 #[derive(Clone, Default)]
 pub struct BuildContext {
     pub auth: std::collections::HashMap<String, std::sync::Arc<crate::auth::TenantAuth>>,
+    pub http: Option<reqwest::Client>,
 }

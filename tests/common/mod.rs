@@ -2,6 +2,7 @@
 //! that read what the file sink delivered and compare it with the simulator's ground truth.
 #![allow(dead_code)]
 
+pub mod eventhubs;
 pub mod receiver;
 pub mod rsyslog;
 

@@ -150,7 +150,7 @@ pub struct HttpSinkSettings {
     pub max_body_bytes: u64,
 }
 
-fn secret(
+pub(crate) fn secret(
     is: &mut Issues,
     p: &dyn Fn(&str) -> String,
     key: &str,

@@ -1,0 +1,259 @@
+//! `type = "eventhubs"`: where the hub is, how the collector proves it may send, how events are
+//! partitioned and how large one AMQP message may be.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::schema::{BatchConfig, opt_size};
+use crate::config::sinks::{BatchDefaults, CommonRaw, common};
+use crate::config::validate::{Issues, SecretSource};
+use crate::sinks::CommonSinkSettings;
+use crate::sinks::http::config::secret;
+
+/// The largest message a Standard, Premium or Dedicated hub accepts; Basic takes 256 KB.
+pub const STANDARD_MAX_MESSAGE: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventHubsSinkConfig {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub streams: Vec<String>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Fully qualified namespace, e.g. `contoso-soc.servicebus.windows.net`.
+    pub namespace: Option<String>,
+    pub event_hub: Option<String>,
+    /// `connection_string`, `tenant`, `managed_identity` or `workload_identity`.
+    pub auth: Option<String>,
+    pub connection_string_file: Option<PathBuf>,
+    pub connection_string_env: Option<String>,
+    /// `auth = "tenant"`: the configured tenant whose app registration signs in.
+    pub tenant: Option<String>,
+    /// `managed_identity`: a user-assigned identity; `workload_identity`: the app's client ID.
+    pub client_id: Option<String>,
+    /// `workload_identity`: the Entra tenant ID (default: `AZURE_TENANT_ID`).
+    pub tenant_id: Option<String>,
+    /// `workload_identity`: the federated token file (default: `AZURE_FEDERATED_TOKEN_FILE`).
+    pub token_file: Option<PathBuf>,
+    /// `none` (round robin), `tenant`, `stream` or `tenant_stream`.
+    pub partitioning: Option<String>,
+    #[serde(default, deserialize_with = "opt_size")]
+    pub max_message_bytes: Option<u64>,
+    /// `amqp` (TCP 5671, default) or `websockets` (443).
+    pub transport: Option<String>,
+    /// Dial this address instead of the namespace (private endpoint, proxy, tests).
+    pub custom_endpoint: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioning {
+    None,
+    Tenant,
+    Stream,
+    TenantStream,
+}
+
+#[derive(Debug, Clone)]
+pub enum HubAuth {
+    /// Key name and key: the client signs and renews SAS tokens itself.
+    ConnectionString(SecretSource),
+    /// The tenant's app registration from `[[tenants]]`.
+    Tenant(String),
+    ManagedIdentity {
+        client_id: Option<String>,
+    },
+    WorkloadIdentity {
+        tenant_id: Option<String>,
+        client_id: Option<String>,
+        token_file: Option<PathBuf>,
+    },
+}
+
+impl HubAuth {
+    pub fn describe(&self) -> String {
+        match self {
+            HubAuth::ConnectionString(_) => "connection string (SAS)".into(),
+            HubAuth::Tenant(t) => format!("app registration of tenant {t}"),
+            HubAuth::ManagedIdentity { client_id: Some(c) } => format!("user-assigned managed identity {c}"),
+            HubAuth::ManagedIdentity { client_id: None } => "system-assigned managed identity".into(),
+            HubAuth::WorkloadIdentity { .. } => "workload identity".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EventHubsSinkSettings {
+    pub common: CommonSinkSettings,
+    /// Taken from the connection string's `Endpoint` when not configured.
+    pub namespace: Option<String>,
+    /// Taken from the connection string's `EntityPath` when not configured.
+    pub event_hub: Option<String>,
+    pub auth: HubAuth,
+    pub partitioning: Partitioning,
+    pub max_message_bytes: u64,
+    pub websockets: bool,
+    pub custom_endpoint: Option<url::Url>,
+    pub timeout: Duration,
+}
+
+pub(crate) fn validate(
+    is: &mut Issues,
+    prefix: &str,
+    c: &EventHubsSinkConfig,
+    tenants: &[String],
+) -> Option<EventHubsSinkSettings> {
+    let p = |k: &str| format!("{prefix}.{k}");
+    // A forwarder batch may span several AMQP messages; they are sent in order and a retry
+    // resumes after the ones the hub accepted, so a larger batch only costs memory.
+    let d = BatchDefaults { records: 4000, bytes: 8 << 20, hard_bytes: 256 << 20, linger: Duration::from_millis(200) };
+    let raw = CommonRaw { name: &c.name, tenants: &c.tenants, streams: &c.streams, batch: &c.batch };
+    let common = common(is, prefix, raw, d, tenants);
+    let conn = secret(is, &p, "connection_string", &c.connection_string_file, &c.connection_string_env);
+    let kind = c.auth.as_deref().unwrap_or(if conn.is_some() { "connection_string" } else { "" });
+    let auth = match kind {
+        "connection_string" => {
+            if conn.is_none() {
+                is.add(
+                    p("connection_string_file"),
+                    "auth = \"connection_string\" needs connection_string_file or connection_string_env",
+                );
+            }
+            conn.clone().map(HubAuth::ConnectionString)
+        }
+        "tenant" => {
+            let t = is.required(&c.tenant, p("tenant"));
+            if let Some(t) = &t
+                && !tenants.contains(t)
+            {
+                is.add(p("tenant"), format!("unknown tenant {t:?}: its app registration signs in to Event Hubs"));
+            }
+            t.map(HubAuth::Tenant)
+        }
+        "managed_identity" => Some(HubAuth::ManagedIdentity { client_id: c.client_id.clone() }),
+        "workload_identity" => Some(HubAuth::WorkloadIdentity {
+            tenant_id: c.tenant_id.clone(),
+            client_id: c.client_id.clone(),
+            token_file: c.token_file.clone(),
+        }),
+        "" => {
+            is.add(
+                p("auth"),
+                "is required: connection_string (with connection_string_file or _env), tenant, managed_identity or workload_identity",
+            );
+            None
+        }
+        o => {
+            is.add(p("auth"), format!("{o:?}: use connection_string, tenant, managed_identity or workload_identity"));
+            None
+        }
+    };
+    if conn.is_some() && kind != "connection_string" {
+        is.add(p("connection_string_file"), format!("is only used with auth = \"connection_string\", not {kind:?}"));
+    }
+    let is_conn = matches!(auth, Some(HubAuth::ConnectionString(_)));
+    if !is_conn {
+        if c.namespace.is_none() {
+            is.add(
+                p("namespace"),
+                "is required (e.g. contoso-soc.servicebus.windows.net) unless a connection string names it",
+            );
+        }
+        if c.event_hub.is_none() {
+            is.add(p("event_hub"), "is required unless the connection string has EntityPath");
+        }
+    }
+    if let Some(ns) = &c.namespace
+        && (ns.contains("://") || ns.contains('/') || !ns.contains('.'))
+    {
+        is.add(
+            p("namespace"),
+            format!("{ns:?}: give the fully qualified host name, e.g. contoso-soc.servicebus.windows.net"),
+        );
+    }
+    if let Some(h) = &c.event_hub
+        && (h.is_empty() || h.len() > 256 || h.contains('/'))
+    {
+        is.add(p("event_hub"), format!("{h:?} is not an event hub name"));
+    }
+    let partitioning = match c.partitioning.as_deref() {
+        None | Some("none") => Partitioning::None,
+        Some("tenant") => Partitioning::Tenant,
+        Some("stream") => Partitioning::Stream,
+        Some("tenant_stream") => Partitioning::TenantStream,
+        Some(o) => {
+            is.add(p("partitioning"), format!("{o:?}: use none, tenant, stream or tenant_stream"));
+            Partitioning::None
+        }
+    };
+    let max_message_bytes = c.max_message_bytes.unwrap_or(STANDARD_MAX_MESSAGE);
+    if !(1024..=STANDARD_MAX_MESSAGE).contains(&max_message_bytes) {
+        is.add(
+            p("max_message_bytes"),
+            format!("must be between 1KiB and 1MiB (Standard and above: 1MiB, Basic: 256KB), not {max_message_bytes}"),
+        );
+    }
+    let websockets = match c.transport.as_deref() {
+        None | Some("amqp") => false,
+        Some("websockets") => true,
+        Some(o) => {
+            is.add(p("transport"), format!("{o:?}: use amqp (port 5671) or websockets (port 443)"));
+            false
+        }
+    };
+    let custom_endpoint = c.custom_endpoint.as_deref().and_then(|e| endpoint(is, &p("custom_endpoint"), e));
+    let timeout = c.timeout.unwrap_or(Duration::from_secs(30));
+    if timeout < Duration::from_secs(1) {
+        is.add(p("timeout"), "must be at least 1s");
+    }
+    Some(EventHubsSinkSettings {
+        common: common?,
+        namespace: c.namespace.clone(),
+        event_hub: c.event_hub.clone(),
+        auth: auth?,
+        partitioning,
+        max_message_bytes,
+        websockets,
+        custom_endpoint,
+        timeout,
+    })
+}
+
+/// `amqps://host[:port]`, `wss://…`, or plain `amqp://` to a loopback address only: a token
+/// must never cross a network in clear text.
+fn endpoint(is: &mut Issues, path: &str, e: &str) -> Option<url::Url> {
+    let u = match url::Url::parse(e) {
+        Ok(u) => u,
+        Err(err) => {
+            is.add(path, format!("{e:?} is not a URL: {err}"));
+            return None;
+        }
+    };
+    let loopback = match u.host() {
+        // amqp:// is not a "special" scheme to the URL parser, so an IP arrives as a domain.
+        Some(url::Host::Domain(d)) => {
+            d == "localhost" || d.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        }
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    };
+    match u.scheme() {
+        "amqps" | "wss" | "https" => Some(u),
+        "amqp" | "ws" if loopback => Some(u),
+        "amqp" | "ws" => {
+            is.add(path, "plain amqp:// is only allowed to a loopback address; use amqps://");
+            None
+        }
+        s => {
+            is.add(path, format!("scheme {s:?}: use amqps://host:port"));
+            None
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Who the Event Hubs producer signs in as: a SAS connection string, a configured tenant's app
+//! registration, a managed identity or a workload identity. Every Entra path needs the
+//! "Azure Event Hubs Data Sender" role on the hub or namespace.
+//!
+//! Secrets are read when a connection is opened (so a rotated file is picked up on the next
+//! reconnect) and are scrubbed from every error this module or the library returns.
+
+use std::sync::Arc;
+
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use azure_core::http::{ClientOptions, Transport};
+use azure_identity::{
+    ClientAssertionCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+};
+
+use super::config::HubAuth;
+use crate::auth::{TenantAuth, read_secret};
+use crate::sinks::BuildContext;
+
+/// What `ProducerClient` is opened with.
+pub enum Opener {
+    /// The connection string is re-read from its source at every open.
+    ConnectionString(crate::config::validate::SecretSource),
+    Token {
+        credential: Arc<dyn TokenCredential>,
+        tenant: Option<Arc<TenantAuth>>,
+    },
+}
+
+pub fn opener(auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, String> {
+    let client_options = || {
+        let mut o = ClientOptions::default();
+        if let Some(http) = &ctx.http {
+            // The daemon's HTTP client: its CA bundle and timeouts also serve identity calls.
+            o.transport = Some(Transport::new(Arc::new(http.clone())));
+        }
+        o
+    };
+    Ok(match auth {
+        HubAuth::ConnectionString(src) => Opener::ConnectionString(src.clone()),
+        HubAuth::Tenant(t) => {
+            let a = ctx.auth.get(t).cloned().ok_or_else(|| format!("tenant {t} has no credential"))?;
+            Opener::Token { credential: Arc::new(TenantCredential(a.clone())), tenant: Some(a) }
+        }
+        HubAuth::ManagedIdentity { client_id } => {
+            let options = ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                client_options: client_options(),
+                ..Default::default()
+            };
+            let c = ManagedIdentityCredential::new(Some(options))
+                .map_err(|e| format!("managed identity: {}", crate::http::error_chain(&e)))?;
+            Opener::Token { credential: c, tenant: None }
+        }
+        HubAuth::WorkloadIdentity { tenant_id, client_id, token_file } => {
+            let options = WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions {
+                    client_options: client_options(),
+                    ..Default::default()
+                },
+                client_id: client_id.clone(),
+                tenant_id: tenant_id.clone(),
+                token_file_path: token_file.clone(),
+                ..Default::default()
+            };
+            let c = WorkloadIdentityCredential::new(Some(options))
+                .map_err(|e| format!("workload identity: {}", crate::http::error_chain(&e)))?;
+            Opener::Token { credential: c, tenant: None }
+        }
+    })
+}
+
+/// Reads the connection string and the secrets in it that errors must never show.
+pub fn connection_string(src: &crate::config::validate::SecretSource) -> Result<(String, Vec<String>), String> {
+    let cs = read_secret(src).map_err(|e| format!("connection string: {e}"))?;
+    let mut secrets = vec![cs.clone()];
+    for part in cs.split(';') {
+        if let Some((k, v)) = part.split_once('=')
+            && (k.trim().eq_ignore_ascii_case("SharedAccessKey")
+                || k.trim().eq_ignore_ascii_case("SharedAccessSignature"))
+            && v.len() >= 4
+        {
+            secrets.push(v.trim().to_string());
+        }
+    }
+    check_connection_string(&cs)?;
+    Ok((cs, secrets))
+}
+
+/// The namespace host and `EntityPath` a connection string names (neither is secret).
+pub fn names(cs: &str) -> (Option<String>, Option<String>) {
+    let value = |key: &str| {
+        cs.split(';')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let ns = value("Endpoint").and_then(|e| url::Url::parse(&e).ok()).and_then(|u| u.host_str().map(str::to_string));
+    (ns, value("EntityPath").filter(|h| !h.is_empty()))
+}
+
+/// Names what is missing from a connection string without echoing any of it.
+pub fn check_connection_string(cs: &str) -> Result<(), String> {
+    let keys: Vec<String> =
+        cs.split(';').filter_map(|p| p.split_once('=')).map(|(k, _)| k.trim().to_ascii_lowercase()).collect();
+    let has = |k: &str| keys.iter().any(|x| x == k);
+    let shape =
+        "expected Endpoint=sb://<namespace>/;SharedAccessKeyName=<policy>;SharedAccessKey=<key>[;EntityPath=<hub>]";
+    if !has("endpoint") {
+        return Err(format!("connection string has no Endpoint ({shape})"));
+    }
+    if !(has("sharedaccesskey") && has("sharedaccesskeyname")) && !has("sharedaccesssignature") {
+        return Err(format!(
+            "connection string has neither SharedAccessKeyName+SharedAccessKey nor SharedAccessSignature ({shape})"
+        ));
+    }
+    Ok(())
+}
+
+/// A configured tenant's app registration as an azure_core credential. It asks the tenant's
+/// current credential each time, so a secret rotated through `TenantAuth::invalidate` is used
+/// by an open producer at its next token renewal.
+#[derive(Debug)]
+struct TenantCredential(Arc<TenantAuth>);
+
+#[async_trait::async_trait]
+impl TokenCredential for TenantCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let r = self.0.current_credential().get_token(scopes, options).await;
+        if r.is_err() {
+            // The authority refused or was unreachable: re-read the secret for the next try.
+            self.0.invalidate();
+        }
+        r
+    }
+}

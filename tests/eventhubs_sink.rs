@@ -1,0 +1,236 @@
+//! The Event Hubs sink against a fake hub that is a real AMQP 1.0 peer (`common::eventhubs`),
+//! driven by the real `azure_messaging_eventhubs` producer: exact bytes, properties and
+//! partition keys; refused tokens; rejected, released and modified deliveries; throttling;
+//! dropped connections; a killed collector; oversize records; both ways of signing in.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use auditkeeper::daemon::Daemon;
+use auditkeeper::demo::ConfigExtras;
+use auditkeeper::simulator::Scenario;
+use common::eventhubs::{FakeEventHubs, NAMESPACE, StoredEvent};
+use common::{Harness, assert_exactly_once};
+
+const SAS_KEY: &str = "bXlTdXBlclNlY3JldFNBU0tleVZhbHVlMDAwMDAwMDA=";
+
+fn scenario(records: u64) -> Scenario {
+    Scenario { history_records: records, ..Scenario::default() }
+}
+
+/// A connection string file for the fake namespace, hub `audit`.
+fn connection_file(dir: &Path) -> std::path::PathBuf {
+    let f = dir.join("eh-connection");
+    std::fs::write(
+        &f,
+        format!("Endpoint=sb://{NAMESPACE}/;SharedAccessKeyName=auditkeeper-send;SharedAccessKey={SAS_KEY};EntityPath=audit\n"),
+    )
+    .unwrap();
+    f
+}
+
+fn sas_sink(fake: &FakeEventHubs, file: &Path, extra: &str) -> String {
+    format!(
+        "\n[[sinks]]\ntype = \"eventhubs\"\nname = \"hub\"\nconnection_string_file = \"{}\"\ncustom_endpoint = \"{}\"\n{extra}\n",
+        file.display(),
+        fake.endpoint()
+    )
+}
+
+fn raw_by_id(h: &Harness) -> HashMap<String, String> {
+    auditkeeper::sinks::file::read::read_lines(&h.records_dir())
+        .unwrap()
+        .into_iter()
+        .map(|l| (auditkeeper::sinks::file::read::record_id(&l).unwrap(), l))
+        .collect()
+}
+
+fn by_record(events: &[StoredEvent]) -> HashMap<String, u32> {
+    let mut m = HashMap::new();
+    for e in events {
+        *m.entry(e.properties.get("record_id").cloned().unwrap_or_default()).or_insert(0) += 1;
+    }
+    m
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn status(h: &Harness) -> String {
+    auditkeeper::status::render(&h.state_dir()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_arrives_once_byte_identical_with_properties_partition_key_and_size_limit() {
+    let fake = FakeEventHubs::start(1 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let max = 64 * 1024;
+    let sink = sas_sink(
+        &fake,
+        &connection_file(dir.path()),
+        &format!("partitioning = \"tenant_stream\"\nmax_message_bytes = {max}\nbatch = {{ max_records = 500 }}"),
+    );
+    let h = Harness::new(scenario(3_000), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let truth = h.sim.tenant.truth();
+    h.wait_complete(Duration::from_secs(90)).await;
+    wait_for("hub delivery", Duration::from_secs(60), || fake.event_count() >= truth.ids.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = status(&h);
+    daemon.stop().await;
+
+    let events = fake.events();
+    assert_exactly_once(&truth.ids, &by_record(&events));
+    let raw = raw_by_id(&h);
+    let collected_min = chrono::Utc::now() - chrono::Duration::minutes(10);
+    for e in &events {
+        let id = &e.properties["record_id"];
+        assert_eq!(std::str::from_utf8(&e.body).unwrap(), raw[id], "the body is the record's original JSON");
+        assert_eq!(e.properties["tenant"], "contoso");
+        let (source, stream) = (&e.properties["source"], &e.properties["stream"]);
+        assert!(!source.is_empty() && !stream.is_empty());
+        assert_eq!(e.partition_key.as_deref(), Some(format!("contoso/{source}/{stream}").as_str()));
+        let collected = chrono::DateTime::parse_from_rfc3339(&e.properties["collected_at"]).expect("RFC 3339");
+        assert!(collected > collected_min);
+        assert_eq!(e.content_type.as_deref(), Some("application/json"));
+        assert_eq!(e.message_id.as_deref(), Some(id.as_str()));
+        assert_eq!(e.properties.len(), 5, "tenant, stream, source, record_id, collected_at: {:?}", e.properties);
+    }
+    let streams: std::collections::HashSet<_> = events.iter().map(|e| e.partition_key.clone()).collect();
+    assert!(streams.len() >= 2, "several streams, several partition keys: {streams:?}");
+    let transfers = fake.transfers();
+    assert!(transfers.iter().all(|t| t.batch_format && t.target == format!("amqps://{NAMESPACE}/audit")));
+    let biggest = transfers.iter().map(|t| t.bytes).max().unwrap();
+    assert!(biggest <= max, "a message of {biggest} bytes exceeds max_message_bytes {max}");
+    assert!(biggest > max / 2, "messages are filled towards the limit, the largest is {biggest}");
+    assert!(transfers.len() < events.len() / 10, "{} messages for {} events", transfers.len(), events.len());
+    assert!(!st.contains(SAS_KEY), "status must not show the key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_shows_in_status_loses_nothing_and_recovers() {
+    let fake = FakeEventHubs::start(1 << 20).await;
+    fake.faults(|f| f.put_token_status = 401);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sas_sink(&fake, &connection_file(dir.path()), "");
+    let h = Harness::new(scenario(1_000), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let truth = h.sim.tenant.truth();
+    h.wait_complete(Duration::from_secs(90)).await;
+    wait_for("the error in status", Duration::from_secs(30), || {
+        let s = status(&h);
+        eprintln!("{s}");
+        s.contains("refused the credential")
+    })
+    .await;
+    let st = status(&h);
+    assert!(!st.contains(SAS_KEY), "status must not show the key:\n{st}");
+    assert_eq!(fake.event_count(), 0);
+    assert!(fake.tokens().iter().all(|t| !t.accepted && t.kind == "servicebus.windows.net:sastoken"));
+
+    fake.faults(|f| f.put_token_status = 0);
+    wait_for("delivery after the fix", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.stop().await;
+    assert_exactly_once(&truth.ids, &by_record(&fake.events()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_released_modified_throttled_and_cut_deliveries_are_resent() {
+    let fake = FakeEventHubs::start(1 << 20).await;
+    fake.faults(|f| {
+        f.reject = 2;
+        f.release = 1;
+        f.modify = 1;
+        f.server_busy = 1;
+        f.drop_connection = 1;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // A connection cut while a transfer is unsettled is only noticed by the send timeout.
+    let sink = sas_sink(&fake, &connection_file(dir.path()), "batch = { max_records = 200 }\ntimeout = \"5s\"");
+    let h = Harness::new(scenario(2_000), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let truth = h.sim.tenant.truth();
+    h.wait_complete(Duration::from_secs(90)).await;
+    wait_for("hub delivery", Duration::from_secs(120), || fake.event_count() >= truth.ids.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.stop().await;
+    assert_eq!(fake.refused(), 6, "every injected fault was hit");
+    assert_exactly_once(&truth.ids, &by_record(&fake.events()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_record_is_dead_lettered_and_the_rest_flow() {
+    let fake = FakeEventHubs::start(1 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let max = 2_200u64;
+    let sink = sas_sink(&fake, &connection_file(dir.path()), &format!("max_message_bytes = {max}"));
+    let h = Harness::new(scenario(1_500), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let truth = h.sim.tenant.truth();
+    h.wait_complete(Duration::from_secs(90)).await;
+    let state = h.state_dir();
+    let dead = || {
+        auditkeeper::store::Store::open_read_only(&state)
+            .unwrap()
+            .dead_letter_counts()
+            .unwrap()
+            .first()
+            .map_or(0, |c| c.records)
+    };
+    wait_for("delivered or dead-lettered", Duration::from_secs(90), || {
+        let done = fake.event_count() as i64 + dead() >= truth.ids.len() as i64;
+        if !done {
+            eprintln!("{} on the hub, {} dead\n{}", fake.event_count(), dead(), status(&h));
+        }
+        done
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.stop().await;
+    let got = by_record(&fake.events());
+    assert!(got.values().all(|n| *n == 1), "no duplicates");
+    let big = truth.ids.iter().filter(|i| !got.contains_key(*i)).count();
+    assert!(
+        big > 0 && !got.is_empty(),
+        "the scenario has records on both sides of {max} bytes: {big} big, {} small",
+        got.len()
+    );
+    assert_eq!(dead(), big as i64, "every record not on the hub is in the dead-letter table");
+    assert!(fake.transfers().iter().all(|t| t.bytes as u64 <= max));
+    let listing = auditkeeper::admin::list(&state, &Default::default(), 1000, false).unwrap();
+    assert!(listing.contains("does not fit in one Event Hubs message"), "{listing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_app_credential_signs_in_with_an_entra_token() {
+    let fake = FakeEventHubs::start(1 << 20).await;
+    let sink = format!(
+        "\n[[sinks]]\ntype = \"eventhubs\"\nname = \"hub\"\nauth = \"tenant\"\ntenant = \"contoso\"\nnamespace = \"{NAMESPACE}\"\nevent_hub = \"audit\"\ncustom_endpoint = \"{}\"\npartitioning = \"tenant\"\n",
+        fake.endpoint()
+    );
+    let h = Harness::new(scenario(800), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let truth = h.sim.tenant.truth();
+    h.wait_complete(Duration::from_secs(90)).await;
+    wait_for("hub delivery", Duration::from_secs(60), || fake.event_count() >= truth.ids.len()).await;
+    daemon.stop().await;
+    let events = fake.events();
+    assert_exactly_once(&truth.ids, &by_record(&events));
+    assert!(events.iter().all(|e| e.partition_key.as_deref() == Some("contoso")));
+    let tokens = fake.tokens();
+    assert!(!tokens.is_empty());
+    for t in &tokens {
+        assert_eq!(t.kind, "jwt", "an Entra token, not a SAS");
+        assert_eq!(t.audience, format!("amqps://{NAMESPACE}/audit"));
+        assert!(h.sim.tenant.token_valid(&t.token), "the token was issued by the tenant's authority");
+    }
+}
