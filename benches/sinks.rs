@@ -1,10 +1,16 @@
 //! Sink benchmark (not a timed test): a spool pre-filled with 1.5 KB records drains through one
 //! forwarder into a receiver on loopback, for
 //! 1. the HTTP sink (generic preset, NDJSON, gzip) into a local HTTP server;
-//! 2. the syslog sink over TLS (RFC 5425 octet counting) into a local TLS reader.
+//! 2. the syslog sink over TLS (RFC 5425 octet counting) into a local TLS reader;
+//! 3. the Event Hubs sink (the real `ProducerClient`, 1 MB messages) into the test tree's fake
+//!    Event Hubs, a real AMQP 1.0 peer that decodes every batch.
 //!
 //! Size: AK_BENCH_SINK_RECORDS (default 200000). Runs: AK_BENCH_RUNS (default 3); the median is
-//! printed. The last line is `http_gzip_records_per_sec=N syslog_tls_records_per_sec=M`.
+//! printed. The last line is
+//! `http_gzip_records_per_sec=N syslog_tls_records_per_sec=M eventhubs_records_per_sec=E`.
+
+#[path = "../tests/common/eventhubs.rs"]
+mod fake_eventhubs;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,7 +177,7 @@ fn main() {
     let n = env_n("AK_BENCH_SINK_RECORDS", 200_000);
     let runs = env_n("AK_BENCH_RUNS", 3) as usize;
     let dir = tempfile::tempdir().unwrap();
-    let (http, tls) = rt.block_on(async {
+    let (http, tls, eh) = rt.block_on(async {
         let wire = Arc::new(AtomicU64::new(0));
         let url = http_receiver(wire.clone()).await;
         let sink = format!("[[sinks]]\ntype = \"http\"\nname = \"h\"\npreset = \"generic\"\nurl = \"{url}\"\n{}", std::env::var("AK_BENCH_HTTP_EXTRA").unwrap_or_default().replace(";", "\n"));
@@ -190,7 +196,38 @@ fn main() {
         for _ in 0..runs {
             tls.push(drain(n, &sink, wire.clone()).await.0);
         }
-        (median(http), median(tls))
+        let hub = fake_eventhubs::FakeEventHubs::start(1 << 20).await;
+        hub.faults(|f| f.count_only = true);
+        hub.count_bytes_into(wire.clone());
+        let cs = dir.path().join("eh-connection");
+        std::fs::write(
+            &cs,
+            format!(
+                "Endpoint=sb://{}/;SharedAccessKeyName=send;SharedAccessKey=YmVuY2hrZXk=;EntityPath=audit",
+                fake_eventhubs::NAMESPACE
+            ),
+        )
+        .unwrap();
+        let sink = format!(
+            "[[sinks]]\ntype = \"eventhubs\"\nname = \"e\"\nconnection_string_file = \"{}\"\ncustom_endpoint = \"{}\"\n",
+            cs.display(),
+            hub.endpoint()
+        );
+        println!("eventhubs sink, ProducerClient batches of up to 1 MB, into the fake Event Hubs (AMQP 1.0):");
+        let mut eh = Vec::new();
+        for _ in 0..runs {
+            eh.push(drain(n, &sink, wire.clone()).await.0);
+            let t = hub.transfers();
+            println!(
+                "    {} events stored so far in {} messages, largest {} bytes",
+                hub.event_count(),
+                t.len(),
+                t.iter().map(|x| x.bytes).max().unwrap_or(0)
+            );
+        }
+        (median(http), median(tls), median(eh))
     });
-    println!("http_gzip_records_per_sec={http:.0} syslog_tls_records_per_sec={tls:.0}");
+    println!(
+        "http_gzip_records_per_sec={http:.0} syslog_tls_records_per_sec={tls:.0} eventhubs_records_per_sec={eh:.0}"
+    );
 }

@@ -234,3 +234,51 @@ async fn a_tenant_app_credential_signs_in_with_an_entra_token() {
         assert!(h.sim.tenant.token_valid(&t.token), "the token was issued by the tenant's authority");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_killed_mid_send_delivers_everything_after_restart_with_at_most_a_batch_twice_per_kill() {
+    use std::process::{Command, Stdio};
+    const BATCH: usize = 300;
+    let fake = FakeEventHubs::start(1 << 20).await;
+    // Slow settlement keeps a send in flight when the kill lands.
+    fake.faults(|f| f.settle_delay = Duration::from_millis(40));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("max_message_bytes = 32768\nbatch = {{ max_records = {BATCH} }}");
+    let sink = sas_sink(&fake, &connection_file(dir.path()), &extra);
+    let h = Harness::new(scenario(6_000), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let truth = h.sim.tenant.truth();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+            .args(["run", "--config"])
+            .arg(&h.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn auditkeeper")
+    };
+    let mut kills = 0;
+    for round in 0..3u64 {
+        let before = fake.event_count();
+        let mut child = spawn();
+        // Wait until this run is sending, then kill it a little later.
+        wait_for("sending", Duration::from_secs(60), || fake.event_count() > before).await;
+        tokio::time::sleep(Duration::from_millis(150 + round * 170)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        kills += 1;
+        assert!(fake.event_count() < truth.ids.len(), "the kill landed before the end");
+    }
+    let mut child = spawn();
+    wait_for("everything on the hub", Duration::from_secs(180), || {
+        let got = by_record(&fake.events());
+        truth.ids.iter().all(|i| got.contains_key(i))
+    })
+    .await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().expect("wait").success(), "graceful shutdown exits 0");
+    let got = by_record(&fake.events());
+    let duplicates: usize = got.values().map(|n| (*n - 1) as usize).sum();
+    assert!(duplicates <= kills * BATCH, "{duplicates} duplicates after {kills} kills: more than one batch per kill");
+    assert_eq!(got.len(), truth.ids.len());
+    eprintln!("{kills} kills, {duplicates} duplicates, {} records", truth.ids.len());
+}

@@ -73,6 +73,8 @@ pub struct Faults {
     pub settle_delay: Duration,
     /// Refuse deliveries with `com.microsoft:server-busy` (throttling) for the next N.
     pub server_busy: usize,
+    /// Count events without decoding or keeping them (the benchmark: the fake shares the CPU).
+    pub count_only: bool,
 }
 
 #[derive(Default)]
@@ -82,6 +84,8 @@ struct State {
     transfers: Vec<StoredTransfer>,
     tokens: Vec<OfferedToken>,
     refused: usize,
+    counted: usize,
+    wire: Option<Arc<std::sync::atomic::AtomicU64>>,
     connections: HashMap<u64, RawFd>,
     next_conn: u64,
 }
@@ -122,12 +126,18 @@ impl FakeEventHubs {
         f(&mut self.state.lock().unwrap().faults);
     }
 
+    /// Adds the encoded size of every accepted transfer to `counter` (the benchmark's wire count).
+    pub fn count_bytes_into(&self, counter: Arc<std::sync::atomic::AtomicU64>) {
+        self.state.lock().unwrap().wire = Some(counter);
+    }
+
     pub fn events(&self) -> Vec<StoredEvent> {
         self.state.lock().unwrap().events.clone()
     }
 
+    /// Events stored (or, with `count_only`, counted).
     pub fn event_count(&self) -> usize {
-        self.state.lock().unwrap().events.len()
+        self.state.lock().unwrap().counted
     }
 
     pub fn transfers(&self) -> Vec<StoredTransfer> {
@@ -233,9 +243,9 @@ async fn receive_link(mut receiver: Receiver, target: String, state: Arc<Mutex<S
             Err(_) => break,
         };
         let format = *delivery.message_format();
-        let message = delivery.message().clone();
+        let (delivery, message) = delivery.into_parts();
         if target == "$cbs" || target == "$management" {
-            let _ = receiver.accept(&delivery).await;
+            let _ = receiver.accept(delivery.clone()).await;
             let reply = if target == "$cbs" { put_token(&state, &message) } else { management(&message) };
             let reply = with_correlation(reply, &message);
             // The client attaches its reply receiver alongside the request sender; wait for it.
@@ -280,35 +290,40 @@ async fn receive_link(mut receiver: Receiver, target: String, state: Arc<Mutex<S
                     Some("com.microsoft:server-busy: The request was terminated because the namespace is being throttled. TrackingId:fake".into()),
                     None,
                 );
-                let _ = receiver.reject(&delivery, e).await;
+                let _ = receiver.reject(delivery.clone(), e).await;
             }
             Some("reject") => {
                 state.lock().unwrap().refused += 1;
                 let e = definitions::Error::new(AmqpError::InternalError, Some("fake: delivery rejected".into()), None);
-                let _ = receiver.reject(&delivery, e).await;
+                let _ = receiver.reject(delivery.clone(), e).await;
             }
             Some("release") => {
                 state.lock().unwrap().refused += 1;
-                let _ = receiver.release(&delivery).await;
+                let _ = receiver.release(delivery.clone()).await;
             }
             Some("modify") => {
                 state.lock().unwrap().refused += 1;
                 let _ = receiver
                     .modify(
-                        &delivery,
+                        delivery.clone(),
                         Modified { delivery_failed: Some(true), undeliverable_here: None, message_annotations: None },
                     )
                     .await;
             }
             _ => {
                 // Store before settling: once the client sees Accepted, the events are durable.
-                let stored = store(&message, format, &target);
+                let count_only = state.lock().unwrap().faults.count_only;
+                let stored = store(&message, format, &target, count_only);
                 {
                     let mut s = state.lock().unwrap();
+                    s.counted += stored.0.events;
+                    if let Some(w) = &s.wire {
+                        w.fetch_add(stored.0.bytes as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
                     s.transfers.push(stored.0);
                     s.events.extend(stored.1);
                 }
-                if receiver.accept(&delivery).await.is_err() {
+                if receiver.accept(delivery.clone()).await.is_err() {
                     break;
                 }
             }
@@ -326,9 +341,21 @@ fn take(n: &mut usize, what: &'static str) -> Option<&'static str> {
     }
 }
 
-fn store(message: &Message<Body<Value>>, format: Option<u32>, target: &str) -> (StoredTransfer, Vec<StoredEvent>) {
-    let bytes = serde_amqp::to_vec(&Serializable(message)).map(|v| v.len()).unwrap_or(0);
+fn store(
+    message: &Message<Body<Value>>,
+    format: Option<u32>,
+    target: &str,
+    count_only: bool,
+) -> (StoredTransfer, Vec<StoredEvent>) {
+    let bytes = serde_amqp::serialized_size(&Serializable(message)).unwrap_or(0);
     let batch_format = format == Some(BATCH_FORMAT);
+    if count_only {
+        let n = match &message.body {
+            Body::Data(sections) if batch_format => sections.len(),
+            _ => 1,
+        };
+        return (StoredTransfer { bytes, events: n, batch_format, target: target.to_string() }, Vec::new());
+    }
     let events: Vec<StoredEvent> = match (&message.body, batch_format) {
         (Body::Data(sections), true) => sections
             .iter()

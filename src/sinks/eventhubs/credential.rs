@@ -47,7 +47,6 @@ pub fn opener(auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, String> {
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                 client_options: client_options(),
-                ..Default::default()
             };
             let c = ManagedIdentityCredential::new(Some(options))
                 .map_err(|e| format!("managed identity: {}", crate::http::error_chain(&e)))?;
@@ -55,10 +54,7 @@ pub fn opener(auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, String> {
         }
         HubAuth::WorkloadIdentity { tenant_id, client_id, token_file } => {
             let options = WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions {
-                    client_options: client_options(),
-                    ..Default::default()
-                },
+                credential_options: ClientAssertionCredentialOptions { client_options: client_options() },
                 client_id: client_id.clone(),
                 tenant_id: tenant_id.clone(),
                 token_file_path: token_file.clone(),
@@ -110,7 +106,8 @@ pub fn check_connection_string(cs: &str) -> Result<(), String> {
     if !has("endpoint") {
         return Err(format!("connection string has no Endpoint ({shape})"));
     }
-    if !(has("sharedaccesskey") && has("sharedaccesskeyname")) && !has("sharedaccesssignature") {
+    let key_pair = has("sharedaccesskey") && has("sharedaccesskeyname");
+    if !key_pair && !has("sharedaccesssignature") {
         return Err(format!(
             "connection string has neither SharedAccessKeyName+SharedAccessKey nor SharedAccessSignature ({shape})"
         ));
