@@ -121,6 +121,12 @@ fn sink_mistakes_name_their_key() {
     let good = base(dir);
     let http = |lines: &str| format!("{good}\n[[sinks]]\ntype = \"http\"\nname = \"h\"\n{lines}\n");
     let syslog = |lines: &str| format!("{good}\n[[sinks]]\ntype = \"syslog\"\nname = \"s\"\n{lines}\n");
+    let hub = |lines: &str| format!("{good}\n[[sinks]]\ntype = \"eventhubs\"\nname = \"e\"\n{lines}\n");
+    std::fs::write(
+        dir.join("eh-no-entity"),
+        "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0a2V5",
+    )
+    .unwrap();
     let cases: Vec<(String, &str)> = vec![
         (http("preset = \"sumologic\""), "sinks[1].url: is required"),
         (http("preset = \"datadog\"\nurl = \"https://x\""), "sinks[1].preset: \"datadog\": use sumologic"),
@@ -157,10 +163,72 @@ fn sink_mistakes_name_their_key() {
         (syslog("address = \"siem:514\"\nfacility = \"local9\""), "sinks[1].facility: \"local9\""),
         (syslog("address = \"siem:6514\"\nca_file = \"/nonexistent/ca.pem\""), "sinks[1]: ca_file /nonexistent/ca.pem"),
         (good.replace("type = \"file\"", "type = \"file\"\nretention_days = 30"), "only an archive sink"),
+        (hub(""), "sinks[1].auth: is required: connection_string"),
+        (hub("auth = \"managed_identity\""), "sinks[1].namespace: is required"),
+        (
+            hub("auth = \"managed_identity\"\nnamespace = \"x.servicebus.windows.net\""),
+            "sinks[1].event_hub: is required",
+        ),
+        (
+            hub(
+                "auth = \"tenant\"\ntenant = \"fabrikam\"\nnamespace = \"x.servicebus.windows.net\"\nevent_hub = \"h\"",
+            ),
+            "sinks[1].tenant: unknown tenant \"fabrikam\"",
+        ),
+        (hub("auth = \"sas\""), "sinks[1].auth: \"sas\": use connection_string"),
+        (
+            hub("connection_string_file = \"/nonexistent/eh\""),
+            "sinks[1].connection_string_file: connection string: /nonexistent/eh",
+        ),
+        (
+            hub(&format!("connection_string_file = \"{}\"", dir.join("secret").display())),
+            "connection string has no Endpoint",
+        ),
+        (
+            hub(&format!("connection_string_file = \"{}\"", dir.join("eh-no-entity").display())),
+            "sinks[1].event_hub: is required: the connection string has no EntityPath",
+        ),
+        (
+            hub("connection_string_env = \"X\"\nnamespace = \"https://x.servicebus.windows.net\""),
+            "sinks[1].namespace: \"https://x.servicebus.windows.net\": give the fully qualified host name",
+        ),
+        (
+            hub(
+                "auth = \"managed_identity\"\nnamespace = \"x.servicebus.windows.net\"\nevent_hub = \"h\"\npartitioning = \"user\"",
+            ),
+            "sinks[1].partitioning: \"user\": use none, tenant, stream or tenant_stream",
+        ),
+        (
+            hub(
+                "auth = \"managed_identity\"\nnamespace = \"x.servicebus.windows.net\"\nevent_hub = \"h\"\nmax_message_bytes = \"2MiB\"",
+            ),
+            "sinks[1].max_message_bytes: must be between 1KiB and 1MiB",
+        ),
+        (
+            hub(
+                "auth = \"managed_identity\"\nnamespace = \"x.servicebus.windows.net\"\nevent_hub = \"h\"\ncustom_endpoint = \"amqp://10.1.2.3:5672\"",
+            ),
+            "sinks[1].custom_endpoint: plain amqp:// is only allowed to a loopback address",
+        ),
+        (
+            hub(
+                "auth = \"managed_identity\"\nnamespace = \"x.servicebus.windows.net\"\nevent_hub = \"h\"\ntransport = \"http\"",
+            ),
+            "sinks[1].transport: \"http\": use amqp",
+        ),
+        (
+            hub(
+                "auth = \"workload_identity\"\nnamespace = \"x.servicebus.windows.net\"\nevent_hub = \"h\"\ntoken_file = \"/nonexistent/token\"",
+            ),
+            "sinks[1].token_file: cannot read /nonexistent/token",
+        ),
     ];
     for (text, needle) in cases {
         expect_error(dir, &text, needle);
     }
+    // A malformed connection string is described, never echoed.
+    let (_, out) = validate(dir, &hub(&format!("connection_string_file = \"{}\"", dir.join("secret").display())));
+    assert!(!out.contains(SECRET), "{out}");
 }
 
 #[test]
@@ -222,5 +290,5 @@ fn the_example_config_is_valid_and_has_every_sink_kind() {
     let raw: auditkeeper::config::RawConfig = auditkeeper::config::from_toml_str(&text).unwrap();
     let s = auditkeeper::config::validate(&raw).unwrap_or_else(|e| panic!("{e:?}"));
     let names: Vec<&str> = s.sinks.iter().map(|x| x.name()).collect();
-    assert_eq!(names, ["archive", "evidence", "sumo", "splunk", "sentinel", "lake", "qradar"]);
+    assert_eq!(names, ["archive", "evidence", "sumo", "splunk", "sentinel", "lake", "qradar", "hub"]);
 }

@@ -282,3 +282,43 @@ async fn a_collector_killed_mid_send_delivers_everything_after_restart_with_at_m
     assert_eq!(got.len(), truth.ids.len());
     eprintln!("{kills} kills, {duplicates} duplicates, {} records", truth.ids.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_identity_signs_in_through_the_identity_endpoint() {
+    use std::process::{Command, Stdio};
+    let fake = FakeEventHubs::start(1 << 20).await;
+    let client_id = "3f0c2d9e-1b7a-4c55-9e2f-6a1d8b4c7e90";
+    let sink = format!(
+        "\n[[sinks]]\ntype = \"eventhubs\"\nname = \"hub\"\nauth = \"managed_identity\"\nclient_id = \"{client_id}\"\nnamespace = \"{NAMESPACE}\"\nevent_hub = \"audit\"\ncustom_endpoint = \"{}\"\n",
+        fake.endpoint()
+    );
+    let h = Harness::new(scenario(600), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let truth = h.sim.tenant.truth();
+    // As on App Service or Arc: the host names its identity endpoint and secret header in the
+    // environment, and azure_identity's ManagedIdentityCredential finds them there.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+        .args(["run", "--config"])
+        .arg(&h.config)
+        .env("IDENTITY_ENDPOINT", format!("https://localhost:{}/msi/token", h.sim.addr.port()))
+        .env("IDENTITY_HEADER", auditkeeper::simulator::routes::IDENTITY_HEADER_VALUE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn auditkeeper");
+    let waited = tokio::time::timeout(
+        Duration::from_secs(90),
+        wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()),
+    )
+    .await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    waited.expect("delivery");
+    assert_exactly_once(&truth.ids, &by_record(&fake.events()));
+    let asked = h.sim.tenant.stats().managed_identity_requests;
+    assert!(!asked.is_empty());
+    assert!(asked.iter().all(|a| a == &format!("https://eventhubs.azure.net as {client_id}")), "{asked:?}");
+    for t in fake.tokens() {
+        assert_eq!(t.kind, "jwt");
+        assert!(h.sim.tenant.token_valid(&t.token), "the token came from the identity endpoint");
+    }
+}

@@ -7,7 +7,7 @@
 pub mod graph;
 mod graph_routes;
 pub mod records;
-mod routes;
+pub mod routes;
 pub mod scenario;
 pub mod tenant;
 pub mod tls;

@@ -26,6 +26,7 @@ pub fn router(tenant: S) -> Router {
         .layer(middleware::from_fn_with_state(tenant.clone(), faults));
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/msi/token", get(managed_identity_token))
         .merge(super::graph_routes::router())
         .route("/_sim/truth", get(truth))
         .route("/_sim/stats", get(stats))
@@ -132,6 +133,38 @@ async fn token(State(t): State<S>, Path(tenant): Path<String>, body: String) -> 
         "expires_in": s.token_lifetime.as_secs(),
         "ext_expires_in": s.token_lifetime.as_secs(),
         "access_token": t.issue_token(),
+    }))
+    .into_response()
+}
+
+/// The secret an App Service host puts in `IDENTITY_HEADER`; the simulator's stands in for it.
+pub const IDENTITY_HEADER_VALUE: &str = "sim-identity-header-7f3a";
+
+/// `GET /msi/token?api-version=2019-08-01&resource=…[&client_id=…]`: the App Service managed
+/// identity endpoint (`IDENTITY_ENDPOINT`), which azure_identity's `ManagedIdentityCredential`
+/// calls with the `X-IDENTITY-HEADER` secret. `expires_on` is a string of Unix seconds, as there.
+async fn managed_identity_token(
+    State(t): State<S>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if headers.get("x-identity-header").and_then(|v| v.to_str().ok()) != Some(IDENTITY_HEADER_VALUE) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong X-IDENTITY-HEADER").into_response();
+    }
+    let Some(resource) = q.get("resource").filter(|r| !r.is_empty()) else {
+        return (StatusCode::BAD_REQUEST, "resource is required").into_response();
+    };
+    let who = match q.get("client_id") {
+        Some(c) => format!("{resource} as {c}"),
+        None => format!("{resource} as system-assigned"),
+    };
+    t.record_managed_identity_request(who);
+    let expires_on = t.now().timestamp() + t.scenario.token_lifetime.as_secs() as i64;
+    axum::Json(serde_json::json!({
+        "access_token": t.issue_token(),
+        "expires_on": expires_on.to_string(),
+        "resource": resource,
+        "token_type": "Bearer",
     }))
     .into_response()
 }

@@ -40,6 +40,8 @@ pub struct Stats {
     pub blob_fetches: u64,
     /// Content ids fetched successfully more than once: should stay empty.
     pub blobs_fetched_twice: Vec<String>,
+    /// `resource as client` of every managed identity token request.
+    pub managed_identity_requests: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Clone)]
@@ -309,6 +311,10 @@ impl Tenant {
         self.tokens.lock().expect("tokens").insert(tok.clone(), exp);
         self.stats.lock().expect("stats").token_requests += 1;
         tok
+    }
+
+    pub fn record_managed_identity_request(&self, who: String) {
+        self.stats.lock().expect("stats").managed_identity_requests.push(who);
     }
 
     pub fn token_valid(&self, tok: &str) -> bool {
