@@ -9,7 +9,7 @@
 //! printed. The last line is
 //! `http_gzip_records_per_sec=N syslog_tls_records_per_sec=M eventhubs_records_per_sec=E`.
 
-#[path = "../tests/common/eventhubs.rs"]
+#[path = "../tests/common/eventhubs/mod.rs"]
 mod fake_eventhubs;
 
 use std::sync::Arc;

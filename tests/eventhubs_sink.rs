@@ -322,3 +322,36 @@ async fn a_managed_identity_signs_in_through_the_identity_endpoint() {
         assert!(h.sim.tenant.token_valid(&t.token), "the token came from the identity endpoint");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_over_websockets_reaches_the_hub_through_a_custom_endpoint() {
+    use std::process::{Command, Stdio};
+    let tls = auditkeeper::simulator::tls::generate().unwrap();
+    let fake = FakeEventHubs::start_websockets(1 << 20, &tls.cert_pem, &tls.key_pem).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("hub-ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let sink = sas_sink(&fake, &connection_file(dir.path()), "transport = \"websockets\"")
+        .replace(&fake.endpoint(), &format!("amqps://localhost:{}", fake.addr.port()));
+    let h = Harness::new(scenario(600), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let truth = h.sim.tenant.truth();
+    // The WebSocket client trusts the system's roots; SSL_CERT_FILE adds the test CA to them.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+        .args(["run", "--config"])
+        .arg(&h.config)
+        .env("SSL_CERT_FILE", &ca)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn auditkeeper");
+    let waited = tokio::time::timeout(
+        Duration::from_secs(90),
+        wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()),
+    )
+    .await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    waited.expect("delivery");
+    assert!(fake.websocket_upgrades() >= 1, "the client came in over a WebSocket");
+    assert_exactly_once(&truth.ids, &by_record(&fake.events()));
+}
