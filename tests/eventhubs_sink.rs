@@ -13,7 +13,7 @@ use auditkeeper::daemon::Daemon;
 use auditkeeper::demo::ConfigExtras;
 use auditkeeper::simulator::Scenario;
 use common::eventhubs::{FakeEventHubs, NAMESPACE, StoredEvent};
-use common::{Harness, assert_exactly_once};
+use common::{BinaryDaemon, Harness, assert_exactly_once, raw_by_id};
 
 const SAS_KEY: &str = "bXlTdXBlclNlY3JldFNBU0tleVZhbHVlMDAwMDAwMDA=";
 
@@ -38,14 +38,6 @@ fn sas_sink(fake: &FakeEventHubs, file: &Path, extra: &str) -> String {
         file.display(),
         fake.endpoint()
     )
-}
-
-fn raw_by_id(h: &Harness) -> HashMap<String, String> {
-    auditkeeper::sinks::file::read::read_lines(&h.records_dir())
-        .unwrap()
-        .into_iter()
-        .map(|l| (auditkeeper::sinks::file::read::record_id(&l).unwrap(), l))
-        .collect()
 }
 
 fn by_record(events: &[StoredEvent]) -> HashMap<String, u32> {
@@ -237,7 +229,6 @@ async fn a_tenant_app_credential_signs_in_with_an_entra_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_killed_mid_send_delivers_everything_after_restart_with_at_most_a_batch_twice_per_kill() {
-    use std::process::{Command, Stdio};
     const BATCH: usize = 300;
     let fake = FakeEventHubs::start(1 << 20).await;
     // Slow settlement keeps a send in flight when the kill lands.
@@ -247,35 +238,24 @@ async fn a_collector_killed_mid_send_delivers_everything_after_restart_with_at_m
     let sink = sas_sink(&fake, &connection_file(dir.path()), &extra);
     let h = Harness::new(scenario(6_000), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
     let truth = h.sim.tenant.truth();
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
-            .args(["run", "--config"])
-            .arg(&h.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn auditkeeper")
-    };
     let mut kills = 0;
     for round in 0..3u64 {
         let before = fake.event_count();
-        let mut child = spawn();
+        let daemon = BinaryDaemon::spawn(&h.config, &[]);
         // Wait until this run is sending, then kill it a little later.
         wait_for("sending", Duration::from_secs(60), || fake.event_count() > before).await;
         tokio::time::sleep(Duration::from_millis(150 + round * 170)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        daemon.kill();
         kills += 1;
         assert!(fake.event_count() < truth.ids.len(), "the kill landed before the end");
     }
-    let mut child = spawn();
+    let daemon = BinaryDaemon::spawn(&h.config, &[]);
     wait_for("everything on the hub", Duration::from_secs(180), || {
         let got = by_record(&fake.events());
         truth.ids.iter().all(|i| got.contains_key(i))
     })
     .await;
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().expect("wait").success(), "graceful shutdown exits 0");
+    assert!(daemon.terminate().success(), "graceful shutdown exits 0");
     let got = by_record(&fake.events());
     let duplicates: usize = got.values().map(|n| (*n - 1) as usize).sum();
     assert!(duplicates <= kills * BATCH, "{duplicates} duplicates after {kills} kills: more than one batch per kill");
@@ -285,7 +265,6 @@ async fn a_collector_killed_mid_send_delivers_everything_after_restart_with_at_m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_identity_signs_in_through_the_identity_endpoint() {
-    use std::process::{Command, Stdio};
     let fake = FakeEventHubs::start(1 << 20).await;
     let client_id = "3f0c2d9e-1b7a-4c55-9e2f-6a1d8b4c7e90";
     let sink = format!(
@@ -296,23 +275,12 @@ async fn a_managed_identity_signs_in_through_the_identity_endpoint() {
     let truth = h.sim.tenant.truth();
     // As on App Service or Arc: the host names its identity endpoint and secret header in the
     // environment, and azure_identity's ManagedIdentityCredential finds them there.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
-        .args(["run", "--config"])
-        .arg(&h.config)
-        .env("IDENTITY_ENDPOINT", format!("https://localhost:{}/msi/token", h.sim.addr.port()))
-        .env("IDENTITY_HEADER", auditkeeper::simulator::routes::IDENTITY_HEADER_VALUE)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn auditkeeper");
-    let waited = tokio::time::timeout(
-        Duration::from_secs(90),
-        wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()),
-    )
-    .await;
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    waited.expect("delivery");
+    let endpoint = format!("https://localhost:{}/msi/token", h.sim.addr.port());
+    let header = auditkeeper::simulator::routes::IDENTITY_HEADER_VALUE;
+    let env = [("IDENTITY_ENDPOINT", endpoint.as_ref()), ("IDENTITY_HEADER", header.as_ref())];
+    let daemon = BinaryDaemon::spawn(&h.config, &env);
+    wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()).await;
+    assert!(daemon.terminate().success());
     assert_exactly_once(&truth.ids, &by_record(&fake.events()));
     let asked = h.sim.tenant.stats().managed_identity_requests;
     assert!(!asked.is_empty());
@@ -325,7 +293,6 @@ async fn a_managed_identity_signs_in_through_the_identity_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_over_websockets_reaches_the_hub_through_a_custom_endpoint() {
-    use std::process::{Command, Stdio};
     let tls = auditkeeper::simulator::tls::generate().unwrap();
     let fake = FakeEventHubs::start_websockets(1 << 20, &tls.cert_pem, &tls.key_pem).await;
     let dir = tempfile::tempdir().unwrap();
@@ -336,22 +303,9 @@ async fn amqp_over_websockets_reaches_the_hub_through_a_custom_endpoint() {
     let h = Harness::new(scenario(600), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
     let truth = h.sim.tenant.truth();
     // The WebSocket client trusts the system's roots; SSL_CERT_FILE adds the test CA to them.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
-        .args(["run", "--config"])
-        .arg(&h.config)
-        .env("SSL_CERT_FILE", &ca)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn auditkeeper");
-    let waited = tokio::time::timeout(
-        Duration::from_secs(90),
-        wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()),
-    )
-    .await;
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    waited.expect("delivery");
+    let daemon = BinaryDaemon::spawn(&h.config, &[("SSL_CERT_FILE", ca.as_os_str())]);
+    wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()).await;
+    assert!(daemon.terminate().success());
     assert!(fake.websocket_upgrades() >= 1, "the client came in over a WebSocket");
     assert_exactly_once(&truth.ids, &by_record(&fake.events()));
 }

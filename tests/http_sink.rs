@@ -11,19 +11,10 @@ use auditkeeper::daemon::Daemon;
 use auditkeeper::demo::ConfigExtras;
 use auditkeeper::simulator::Scenario;
 use common::receiver::{Behaviour, Receiver};
-use common::{Harness, assert_exactly_once};
+use common::{Harness, assert_exactly_once, raw_by_id};
 
 fn scenario() -> Scenario {
     Scenario { history_records: 3_000, content_types: vec!["Audit.Exchange".into()], ..Scenario::default() }
-}
-
-/// The raw record lines the file sink wrote, keyed by Id: the bytes every preset must carry.
-fn raw_by_id(h: &Harness) -> HashMap<String, String> {
-    auditkeeper::sinks::file::read::read_lines(&h.records_dir())
-        .unwrap()
-        .into_iter()
-        .map(|l| (auditkeeper::sinks::file::read::record_id(&l).unwrap(), l))
-        .collect()
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

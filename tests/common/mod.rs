@@ -116,3 +116,55 @@ pub fn assert_exactly_once(truth_ids: &[String], got: &HashMap<String, u32>) {
 pub fn count_lines(dir: &Path) -> usize {
     auditkeeper::sinks::file::read::read_lines(dir).map(|v| v.len()).unwrap_or(0)
 }
+
+/// The raw record lines the file sink wrote, keyed by Id: the bytes every other sink must carry.
+pub fn raw_by_id(h: &Harness) -> HashMap<String, String> {
+    auditkeeper::sinks::file::read::read_lines(&h.records_dir())
+        .unwrap()
+        .into_iter()
+        .map(|l| (auditkeeper::sinks::file::read::record_id(&l).unwrap(), l))
+        .collect()
+}
+
+/// The real binary running `run`; killed when dropped, so a failing test leaves no daemon behind.
+pub struct BinaryDaemon(Option<std::process::Child>);
+
+impl BinaryDaemon {
+    pub fn spawn(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> BinaryDaemon {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_auditkeeper"));
+        c.args(["run", "--config"]).arg(config);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn auditkeeper");
+        BinaryDaemon(Some(child))
+    }
+
+    /// `kill -9`, as a crash would.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM and the exit status of the orderly shutdown.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut c = self.0.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().expect("wait")
+    }
+}
+
+impl Drop for BinaryDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
