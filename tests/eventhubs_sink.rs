@@ -309,3 +309,21 @@ async fn amqp_over_websockets_reaches_the_hub_through_a_custom_endpoint() {
     assert!(fake.websocket_upgrades() >= 1, "the client came in over a WebSocket");
     assert_exactly_once(&truth.ids, &by_record(&fake.events()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_refusing_messages_as_too_large_gets_smaller_ones_and_loses_nothing() {
+    // The link advertises 1 MiB but the hub (behind a proxy, or scaled down to Basic) takes 300 KB.
+    let fake = FakeEventHubs::start(1 << 20).await;
+    fake.faults(|f| f.refuse_over = 300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sas_sink(&fake, &connection_file(dir.path()), "");
+    let h = Harness::new(scenario(2_000), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let truth = h.sim.tenant.truth();
+    h.wait_complete(Duration::from_secs(90)).await;
+    wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()).await;
+    daemon.stop().await;
+    assert!(fake.refused() >= 1, "the hub refused a large message first");
+    assert!(fake.transfers().iter().all(|t| t.bytes <= 300_000));
+    assert_exactly_once(&truth.ids, &by_record(&fake.events()));
+}

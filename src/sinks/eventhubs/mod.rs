@@ -28,6 +28,9 @@ use outcome::{OutcomeWatch, Unsettled};
 
 use crate::sinks::{Batch, BuildContext, OutRecord, Sink, SinkError, redact};
 
+/// The Basic tier's limit, the smallest any hub accepts.
+const BASIC_MAX_MESSAGE: u64 = 256_000;
+
 pub struct EventHubsSink {
     s: EventHubsSinkSettings,
     opener: Opener,
@@ -244,7 +247,13 @@ impl EventHubsSink {
                 }
                 Ok(Err(e)) => {
                     let e = self.classify(&e, "send");
-                    self.doubt = !e.to_string().to_ascii_lowercase().contains("rejected");
+                    let text = e.to_string().to_ascii_lowercase();
+                    // amqp:link:message-size-exceeded, rendered by the library as LinkPayloadSizeExceeded.
+                    let too_large = ["message-size-exceeded", "payloadsizeexceeded", "messagesizeexceeded"];
+                    if too_large.iter().any(|k| text.contains(k)) {
+                        self.shrink_messages();
+                    }
+                    self.doubt = !text.contains("rejected");
                     return Err(e);
                 }
                 Ok(Ok(())) => {}
@@ -262,6 +271,19 @@ impl EventHubsSink {
             }
         }
         Ok(())
+    }
+
+    /// The hub refused a message as too large although the link advertised more (a proxy, or a
+    /// hub scaled down to Basic): halve the message size, down to the smallest tier's 256 KB, so
+    /// the batch is rebuilt in pieces the hub takes instead of being refused forever.
+    fn shrink_messages(&mut self) {
+        let cur = self.link_limit.unwrap_or(self.s.max_message_bytes);
+        let next = (cur / 2).max(BASIC_MAX_MESSAGE).min(cur);
+        if next < cur {
+            tracing::warn!(sink = %self.s.common.name, from = cur, to = next,
+                "the hub refused a message as too large; sending smaller messages");
+            self.link_limit = Some(next);
+        }
     }
 
     fn oversize(&self, index: usize, r: &OutRecord) -> SinkError {

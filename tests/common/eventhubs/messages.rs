@@ -13,13 +13,17 @@ use super::{OfferedToken, State, StoredEvent, StoredTransfer};
 
 const BATCH_FORMAT: u32 = 0x8001_3700;
 
+pub(super) fn encoded_size(message: &Message<Body<Value>>) -> usize {
+    serde_amqp::serialized_size(&Serializable(message)).unwrap_or(0)
+}
+
 pub(super) fn store(
     message: &Message<Body<Value>>,
     format: Option<u32>,
     target: &str,
     count_only: bool,
 ) -> (StoredTransfer, Vec<StoredEvent>) {
-    let bytes = serde_amqp::serialized_size(&Serializable(message)).unwrap_or(0);
+    let bytes = encoded_size(message);
     let batch_format = format == Some(BATCH_FORMAT);
     if count_only {
         let n = match &message.body {

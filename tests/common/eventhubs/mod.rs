@@ -75,6 +75,9 @@ pub struct Faults {
     pub settle_delay: Duration,
     /// Refuse deliveries with `com.microsoft:server-busy` (throttling) for the next N.
     pub server_busy: usize,
+    /// Refuse any transfer larger than this many bytes with `amqp:link:message-size-exceeded`,
+    /// whatever the link advertised (0: no such limit).
+    pub refuse_over: usize,
     /// Count events without decoding or keeping them (the benchmark: the fake shares the CPU).
     pub count_only: bool,
 }
@@ -295,10 +298,14 @@ async fn receive_link(mut receiver: Receiver, target: String, state: Arc<Mutex<S
             }
             continue;
         }
+        let size = messages::encoded_size(&message);
         let (fault, delay) = {
             let mut s = state.lock().unwrap();
             let f = &mut s.faults;
-            let fault = take(&mut f.drop_connection, "drop")
+            let too_big = f.refuse_over > 0 && size > f.refuse_over;
+            let fault = too_big
+                .then_some("too big")
+                .or_else(|| take(&mut f.drop_connection, "drop"))
                 .or_else(|| take(&mut f.server_busy, "busy"))
                 .or_else(|| take(&mut f.reject, "reject"))
                 .or_else(|| take(&mut f.release, "release"))
@@ -325,6 +332,15 @@ async fn receive_link(mut receiver: Receiver, target: String, state: Arc<Mutex<S
                 let e = definitions::Error::new(
                     AmqpError::ResourceLimitExceeded,
                     Some("com.microsoft:server-busy: The request was terminated because the namespace is being throttled. TrackingId:fake".into()),
+                    None,
+                );
+                let _ = receiver.reject(delivery.clone(), e).await;
+            }
+            Some("too big") => {
+                state.lock().unwrap().refused += 1;
+                let e = definitions::Error::new(
+                    fe2o3_amqp::types::definitions::LinkError::MessageSizeExceeded,
+                    Some(format!("The received message (delivery-id:0, size:{size} bytes) exceeds the limit").into()),
                     None,
                 );
                 let _ = receiver.reject(delivery.clone(), e).await;
