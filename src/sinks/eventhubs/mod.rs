@@ -109,7 +109,12 @@ impl EventHubsSink {
         let conn = match &self.opener {
             Opener::ConnectionString(src) => {
                 let (cs, secrets) = credential::connection_string(src).map_err(SinkError::Retryable)?;
-                self.secrets = secrets;
+                // Keep the old ones too: a rotated key may still appear in a late error.
+                for s in secrets {
+                    if !self.secrets.contains(&s) {
+                        self.secrets.push(s);
+                    }
+                }
                 self.from_conn = credential::names(&cs);
                 Some(cs)
             }
@@ -319,14 +324,15 @@ fn event(r: &OutRecord) -> EventData {
 #[async_trait::async_trait]
 impl Sink for EventHubsSink {
     async fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let client = match self.client.take() {
+            Some(c) => c,
+            // Progress stays untouched when the hub cannot be reached at all.
+            None => self.open().await?,
+        };
         let key = batch_key(batch);
         let mut sent = match self.progress.take() {
             Some(p) if p.key == key => p.sent,
             _ => vec![false; batch.records.len()],
-        };
-        let client = match self.client.take() {
-            Some(c) => c,
-            None => self.open().await?,
         };
         self.doubt = false;
         let r = self.send_inner(&client, batch, &mut sent).await;

@@ -340,7 +340,7 @@ async fn receive_link(mut receiver: Receiver, target: String, state: Arc<Mutex<S
                 state.lock().unwrap().refused += 1;
                 let e = definitions::Error::new(
                     fe2o3_amqp::types::definitions::LinkError::MessageSizeExceeded,
-                    Some(format!("The received message (delivery-id:0, size:{size} bytes) exceeds the limit").into()),
+                    Some(format!("The received message (delivery-id:0, size:{size} bytes) exceeds the limit")),
                     None,
                 );
                 let _ = receiver.reject(delivery.clone(), e).await;

@@ -81,6 +81,7 @@ pub(super) async fn websocket(tls: tokio_rustls::TlsAcceptor, stream: tokio::net
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     let tls = tls.accept(stream).await.ok()?;
     // The AMQP WebSocket binding names subprotocol "amqp"; echo what the client asked for.
+    #[allow(clippy::result_large_err)] // the signature tungstenite asks for
     let answer = |req: &Request, mut resp: Response| {
         if let Some(p) = req.headers().get("sec-websocket-protocol") {
             resp.headers_mut().insert("sec-websocket-protocol", p.clone());
