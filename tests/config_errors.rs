@@ -74,7 +74,7 @@ fn a_good_config_validates_and_each_mistake_names_its_key() {
         (good.replace("/secret\"", "/absent\""), "tenants[0].client_secret_file: file not found"),
         (
             good.replace("client_secret_file", "client_secret_env = \"SECRET_VAR\"\nclient_secret_file"),
-            "set client_secret_file or client_secret_env, not both",
+            "set one of client_secret_file, client_secret_env or client_certificate_file",
         ),
         (
             good.replace(
@@ -226,6 +226,24 @@ fn sink_mistakes_name_their_key() {
     for (text, needle) in cases {
         expect_error(dir, &text, needle);
     }
+    // Certificates: one credential per tenant, an RSA key next to the certificate.
+    let ec = rcgen::generate_simple_self_signed(vec!["app".to_string()]).unwrap();
+    let ec_file = dir.join("ec.pem");
+    std::fs::write(&ec_file, format!("{}{}", ec.cert.pem(), ec.signing_key.serialize_pem())).unwrap();
+    let cert_only = dir.join("cert-only.pem");
+    std::fs::write(&cert_only, ec.cert.pem()).unwrap();
+    let with_cert =
+        |f: &Path| good.replace("client_secret_file", &format!("client_certificate_file = \"{}\"\n#", f.display()));
+    expect_error(dir, &with_cert(&ec_file), "tenants[0].client_certificate_file: ");
+    expect_error(dir, &with_cert(&ec_file), "the private key is not RSA");
+    expect_error(dir, &with_cert(&cert_only), "no PRIVATE KEY block");
+    let both = good.replace(
+        "client_secret_file",
+        &format!("client_certificate_file = \"{}\"\nclient_secret_file", ec_file.display()),
+    );
+    expect_error(dir, &both, "set one of client_secret_file, client_secret_env or client_certificate_file");
+    let (_, out) = validate(dir, &with_cert(&ec_file));
+    assert!(!out.contains("PRIVATE KEY-----"), "the key is never echoed: {out}");
     // A malformed connection string is described, never echoed.
     let (_, out) = validate(dir, &hub(&format!("connection_string_file = \"{}\"", dir.join("secret").display())));
     assert!(!out.contains(SECRET), "{out}");

@@ -327,3 +327,67 @@ async fn a_hub_refusing_messages_as_too_large_gets_smaller_ones_and_loses_nothin
     assert!(fake.transfers().iter().all(|t| t.bytes <= 300_000));
     assert_exactly_once(&truth.ids, &by_record(&fake.events()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_identity_signs_in_with_its_federated_token() {
+    let fake = FakeEventHubs::start(1 << 20).await;
+    let sink = format!(
+        "\n[[sinks]]\ntype = \"eventhubs\"\nname = \"hub\"\nauth = \"workload_identity\"\nnamespace = \"{NAMESPACE}\"\nevent_hub = \"audit\"\ncustom_endpoint = \"{}\"\n",
+        fake.endpoint()
+    );
+    let h = Harness::new(scenario(600), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    let truth = h.sim.tenant.truth();
+    let s = &h.sim.tenant.scenario;
+    let token_file = h.dir.path().join("federated-token");
+    std::fs::write(&token_file, &s.federated_token).unwrap();
+    // What the AKS workload identity webhook injects into the pod.
+    let authority = format!("https://localhost:{}", h.sim.addr.port());
+    let env = [
+        ("AZURE_AUTHORITY_HOST", authority.as_ref()),
+        ("AZURE_TENANT_ID", s.tenant_id.as_ref()),
+        ("AZURE_CLIENT_ID", s.client_id.as_ref()),
+        ("AZURE_FEDERATED_TOKEN_FILE", token_file.as_os_str()),
+    ];
+    let daemon = BinaryDaemon::spawn(&h.config, &env);
+    wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()).await;
+    assert!(daemon.terminate().success());
+    assert_exactly_once(&truth.ids, &by_record(&fake.events()));
+    for t in fake.tokens() {
+        assert_eq!(t.kind, "jwt");
+        assert!(h.sim.tenant.token_valid(&t.token), "the token came from the authority, for the federated token");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_app_signing_in_with_a_certificate_collects_and_sends_to_the_hub() {
+    let pem =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test-app-certificate.pem")).unwrap();
+    let cert_only = pem[..pem.find("-----BEGIN PRIVATE KEY-----").unwrap()].to_string();
+    let fake = FakeEventHubs::start(1 << 20).await;
+    let sink = format!(
+        "\n[[sinks]]\ntype = \"eventhubs\"\nname = \"hub\"\nauth = \"tenant\"\ntenant = \"contoso\"\nnamespace = \"{NAMESPACE}\"\nevent_hub = \"audit\"\ncustom_endpoint = \"{}\"\n",
+        fake.endpoint()
+    );
+    let scenario = Scenario { history_records: 800, client_certificate_pem: Some(cert_only), ..Scenario::default() };
+    let h = Harness::new(scenario, ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
+    // The app has no secret at all: only the certificate and its key, in a private file.
+    let key_file = h.dir.path().join("app.pem");
+    std::fs::write(&key_file, &pem).unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = std::fs::read_to_string(&h.config).unwrap();
+    let line = config.lines().find(|l| l.starts_with("client_secret_file")).unwrap();
+    let config = config.replace(line, &format!("client_certificate_file = \"{}\"", key_file.display()));
+    std::fs::write(&h.config, config).unwrap();
+    std::fs::write(h.dir.path().join("client-secret"), "not-the-secret").unwrap();
+
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let truth = h.sim.tenant.truth();
+    h.wait_complete(Duration::from_secs(90)).await;
+    wait_for("hub delivery", Duration::from_secs(60), || fake.event_count() >= truth.ids.len()).await;
+    daemon.stop().await;
+    assert_exactly_once(&truth.ids, &by_record(&fake.events()));
+    for t in fake.tokens() {
+        assert_eq!(t.kind, "jwt");
+        assert!(h.sim.tenant.token_valid(&t.token), "issued for the certificate's assertion");
+    }
+}

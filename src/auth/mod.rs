@@ -10,12 +10,14 @@ use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, Transport};
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 
+pub mod certificate;
+
 use crate::config::environment::expand_credentials_dir;
-use crate::config::validate::{SecretSource, TenantSettings};
+use crate::config::validate::{CredentialKind, SecretSource, TenantSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("tenant {tenant}: cannot load client secret: {message}")]
+    #[error("tenant {tenant}: cannot load the client secret or certificate: {message}")]
     Secret { tenant: String, message: String },
     #[error("tenant {tenant}: cannot build credential: {message}")]
     Setup { tenant: String, message: String },
@@ -38,6 +40,8 @@ pub struct TenantAuth {
     tenant_id: String,
     client_id: String,
     source: SecretSource,
+    kind: CredentialKind,
+    /// The client secret, or the certificate PEM.
     secret: RwLock<String>,
     authority: String,
     http: reqwest::Client,
@@ -78,12 +82,14 @@ pub fn read_secret(source: &SecretSource) -> Result<String, String> {
 impl TenantAuth {
     pub fn new(t: &TenantSettings, http: reqwest::Client) -> Result<TenantAuth, AuthError> {
         let secret = load_secret(&t.name, &t.secret)?;
-        let credential = build_raw(&t.name, &t.tenant_id, &t.endpoints.authority, &t.client_id, &secret, &http)?;
+        let credential =
+            build_raw(&t.name, t.credential, &t.tenant_id, &t.endpoints.authority, &t.client_id, &secret, &http)?;
         Ok(TenantAuth {
             tenant: t.name.clone(),
             tenant_id: t.tenant_id.clone(),
             client_id: t.client_id.clone(),
             source: t.secret.clone(),
+            kind: t.credential,
             authority: t.endpoints.authority.clone(),
             credential: RwLock::new(credential),
             secret: RwLock::new(secret),
@@ -131,8 +137,15 @@ impl TenantAuth {
                 tracing::warn!(tenant = %self.tenant, error = %e, "could not re-read the client secret; keeping the old one")
             }
         }
-        let fresh =
-            build_raw(&self.tenant, &self.tenant_id, &self.authority, &self.client_id, &self.secret(), &self.http);
+        let fresh = build_raw(
+            &self.tenant,
+            self.kind,
+            &self.tenant_id,
+            &self.authority,
+            &self.client_id,
+            &self.secret(),
+            &self.http,
+        );
         match fresh {
             Ok(c) => *self.credential.write().unwrap_or_else(|p| p.into_inner()) = c,
             Err(e) => {
@@ -144,6 +157,7 @@ impl TenantAuth {
 
 fn build_raw(
     tenant: &str,
+    kind: CredentialKind,
     tenant_id: &str,
     authority: &str,
     client_id: &str,
@@ -155,11 +169,23 @@ fn build_raw(
     let mut client_options = ClientOptions::default();
     client_options.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
     client_options.transport = Some(Transport::new(Arc::new(http.clone())));
-    let options = ClientSecretCredentialOptions { client_options };
-    let cred =
-        ClientSecretCredential::new(tenant_id, client_id.to_string(), Secret::new(secret.to_string()), Some(options))
-            .map_err(|e| AuthError::Setup { tenant: tenant.to_string(), message: redact(&e.to_string(), secret) })?;
-    Ok(cred)
+    let setup = |message: String| AuthError::Setup { tenant: tenant.to_string(), message: redact(&message, secret) };
+    match kind {
+        CredentialKind::Certificate => {
+            certificate::credential(secret, tenant_id, client_id, authority, client_options).map_err(setup)
+        }
+        CredentialKind::Secret => {
+            let options = ClientSecretCredentialOptions { client_options };
+            let cred = ClientSecretCredential::new(
+                tenant_id,
+                client_id.to_string(),
+                Secret::new(secret.to_string()),
+                Some(options),
+            )
+            .map_err(|e| setup(e.to_string()))?;
+            Ok(cred)
+        }
+    }
 }
 
 /// Belt and braces: an error text from a library must never carry the secret.

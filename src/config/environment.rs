@@ -32,7 +32,11 @@ pub fn check(s: &Settings) -> EnvReport {
     for (i, t) in s.tenants.iter().enumerate() {
         match &t.secret {
             SecretSource::File(f) => {
-                let key = format!("tenants[{i}].client_secret_file");
+                let certificate = t.credential == super::validate::CredentialKind::Certificate;
+                let key = format!(
+                    "tenants[{i}].{}",
+                    if certificate { "client_certificate_file" } else { "client_secret_file" }
+                );
                 let f = expand_credentials_dir(f);
                 match std::fs::metadata(&f) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -49,6 +53,11 @@ pub fn check(s: &Settings) -> EnvReport {
                         }
                         match std::fs::read_to_string(&f) {
                             Ok(v) if v.trim().is_empty() => err(key, format!("{} is empty", f.display())),
+                            Ok(v) if certificate => {
+                                if let Err(e) = crate::auth::certificate::AppCertificate::from_pem(&v) {
+                                    err(key, format!("{}: {e}", f.display()));
+                                }
+                            }
                             Ok(_) => {}
                             Err(e) => err(key, format!("cannot read {}: {e}", f.display())),
                         }

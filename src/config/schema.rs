@@ -86,6 +86,8 @@ pub struct TenantConfig {
     pub client_id: Option<String>,
     pub client_secret_file: Option<PathBuf>,
     pub client_secret_env: Option<String>,
+    /// PEM with the app's certificate and its RSA private key, instead of a client secret.
+    pub client_certificate_file: Option<PathBuf>,
     pub publisher_identifier: Option<String>,
     #[serde(default)]
     pub cloud: Cloud,

@@ -51,6 +51,15 @@ pub struct SpoolSettings {
     pub prune_interval: Duration,
 }
 
+/// How a tenant's app proves who it is: what `secret` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    Secret,
+    /// A PEM with the certificate registered on the app and its RSA private key; the collector
+    /// signs a client assertion (RS256 JWT) with it.
+    Certificate,
+}
+
 #[derive(Debug, Clone)]
 pub enum SecretSource {
     File(PathBuf),
@@ -62,7 +71,9 @@ pub struct TenantSettings {
     pub name: String,
     pub tenant_id: String,
     pub client_id: String,
+    /// Where the client secret, or the certificate PEM, is read from.
     pub secret: SecretSource,
+    pub credential: CredentialKind,
     pub publisher_identifier: String,
     pub endpoints: Endpoints,
     pub management: Option<ManagementSettings>,
@@ -211,25 +222,31 @@ fn tenant(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSettings>
     {
         is.add(p("client_id"), "must not be empty");
     }
-    let secret = match (&t.client_secret_file, &t.client_secret_env) {
-        (Some(f), None) => Some(SecretSource::File(f.clone())),
-        (None, Some(e)) if !e.is_empty() => Some(SecretSource::Env(e.clone())),
-        (None, Some(_)) => {
+    let secret = match (&t.client_secret_file, &t.client_secret_env, &t.client_certificate_file) {
+        (Some(f), None, None) => Some(SecretSource::File(f.clone())),
+        (None, Some(e), None) if !e.is_empty() => Some(SecretSource::Env(e.clone())),
+        (None, None, Some(c)) => Some(SecretSource::File(c.clone())),
+        (None, Some(_), None) => {
             is.add(p("client_secret_env"), "must name an environment variable");
             None
         }
-        (Some(_), Some(_)) => {
-            is.add(p("client_secret_file"), "set client_secret_file or client_secret_env, not both");
-            None
-        }
-        (None, None) => {
+        (None, None, None) => {
             is.add(
                 p("client_secret_file"),
-                "a client secret source is required: client_secret_file (e.g. a systemd credential) or client_secret_env",
+                "a credential is required: client_secret_file (e.g. a systemd credential), client_secret_env or client_certificate_file",
+            );
+            None
+        }
+        _ => {
+            is.add(
+                p("client_secret_file"),
+                "set one of client_secret_file, client_secret_env or client_certificate_file",
             );
             None
         }
     };
+    let credential =
+        if t.client_certificate_file.is_some() { CredentialKind::Certificate } else { CredentialKind::Secret };
     let publisher_identifier = t.publisher_identifier.clone().or_else(|| tenant_id.clone());
     if let Some(pi) = &t.publisher_identifier
         && uuid::Uuid::parse_str(pi).is_err()
@@ -266,6 +283,7 @@ fn tenant(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSettings>
         tenant_id: tenant_id?,
         client_id: client_id?,
         secret: secret?,
+        credential,
         publisher_identifier: publisher_identifier?,
         endpoints,
         management,

@@ -4,6 +4,7 @@
 //!
 //! Used by `auditkeeper demo`, `auditkeeper simulate --listen ADDR`, the tests and the benchmark.
 
+mod assertion;
 pub mod graph;
 mod graph_routes;
 pub mod records;

@@ -114,7 +114,13 @@ fn check_auth(t: &Tenant, headers: &HeaderMap, tenant: &str) -> Result<(), Respo
     Ok(())
 }
 
-async fn token(State(t): State<S>, Path(tenant): Path<String>, body: String) -> Response {
+async fn token(
+    State(t): State<S>,
+    Path(tenant): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     let s = &t.scenario;
     if !tenant.eq_ignore_ascii_case(&s.tenant_id) {
@@ -125,7 +131,35 @@ async fn token(State(t): State<S>, Path(tenant): Path<String>, body: String) -> 
     {
         return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error":"invalid_request","error_description":"AADSTS900144: The request body must contain grant_type=client_credentials and a /.default scope."}))).into_response();
     }
-    if form.get("client_id") != Some(&s.client_id) || form.get("client_secret") != Some(&s.client_secret) {
+    // A client assertion (workload identity's federated token) stands in for the secret.
+    let jwt_bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    if form.get("client_assertion_type").map(String::as_str) == Some(jwt_bearer) {
+        let assertion = form.get("client_assertion").map(String::as_str).unwrap_or_default();
+        // Entra checks `aud` against its own token endpoint, as the client addressed it.
+        // HTTP/2 carries the host in :authority (the URI), HTTP/1.1 in Host.
+        let host = uri
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+            .unwrap_or_default();
+        let audience = format!("https://{host}/{tenant}/oauth2/v2.0/token");
+        let signed = match s.client_certificate_pem.as_deref() {
+            Some(pem) => super::assertion::verify(assertion, pem, &s.client_id, &audience, t.now().timestamp()),
+            None => Err("AADSTS700027: no certificate is registered on the app".to_string()),
+        };
+        if form.get("client_id") != Some(&s.client_id) || (assertion != s.federated_token && signed.is_err()) {
+            let why = if assertion.contains('.') {
+                signed.err().unwrap_or_default()
+            } else {
+                "AADSTS700213: No matching federated identity record found for presented assertion.".to_string()
+            };
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({"error":"invalid_client","error_description":why})),
+            )
+                .into_response();
+        }
+    } else if form.get("client_id") != Some(&s.client_id) || form.get("client_secret") != Some(&s.client_secret) {
         return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}))).into_response();
     }
     axum::Json(serde_json::json!({

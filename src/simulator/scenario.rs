@@ -12,6 +12,10 @@ pub struct Scenario {
     pub tenant_id: String,
     pub client_id: String,
     pub client_secret: String,
+    /// The federated token (workload identity) the app trusts in place of a secret.
+    pub federated_token: String,
+    /// A certificate (PEM) registered on the app: assertions signed with its key are accepted.
+    pub client_certificate_pem: Option<String>,
     /// Content types the tenant produces (all five by default).
     pub content_types: Vec<String>,
     /// Days of content available when the simulator starts.
@@ -79,6 +83,8 @@ impl Default for Scenario {
             tenant_id: "7b3f5c1e-9a2d-4e8f-b6c4-2d1e0f9a8b7c".into(),
             client_id: "5a1c7e3b-2f4d-4b6a-9c8e-1d0f2e3a4b5c".into(),
             client_secret: "sim-secret-do-not-use".into(),
+            federated_token: "sim-federated-service-account-token".into(),
+            client_certificate_pem: None,
             content_types: crate::config::CONTENT_TYPES.iter().map(|s| s.to_string()).collect(),
             history_days: 2.0,
             history_records: 20_000,
