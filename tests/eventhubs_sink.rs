@@ -56,6 +56,19 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Runs the collector in-process until the hub holds a record for every ground-truth id, then
+/// stops it; returns the ground truth.
+async fn run_until_on_hub(h: &Harness, fake: &FakeEventHubs) -> auditkeeper::simulator::Truth {
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let truth = h.sim.tenant.truth();
+    h.wait_complete(Duration::from_secs(90)).await;
+    wait_for("hub delivery", Duration::from_secs(120), || fake.event_count() >= truth.ids.len()).await;
+    // Let a duplicate in flight land before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.stop().await;
+    truth
+}
+
 fn status(h: &Harness) -> String {
     auditkeeper::status::render(&h.state_dir()).unwrap()
 }
@@ -149,12 +162,7 @@ async fn rejected_released_modified_throttled_and_cut_deliveries_are_resent() {
     // A connection cut while a transfer is unsettled is only noticed by the send timeout.
     let sink = sas_sink(&fake, &connection_file(dir.path()), "batch = { max_records = 200 }\ntimeout = \"5s\"");
     let h = Harness::new(scenario(2_000), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
-    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
-    let truth = h.sim.tenant.truth();
-    h.wait_complete(Duration::from_secs(90)).await;
-    wait_for("hub delivery", Duration::from_secs(120), || fake.event_count() >= truth.ids.len()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    daemon.stop().await;
+    let truth = run_until_on_hub(&h, &fake).await;
     assert_eq!(fake.refused(), 6, "every injected fault was hit");
     assert_exactly_once(&truth.ids, &by_record(&fake.events()));
 }
@@ -210,11 +218,7 @@ async fn a_tenant_app_credential_signs_in_with_an_entra_token() {
         fake.endpoint()
     );
     let h = Harness::new(scenario(800), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
-    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
-    let truth = h.sim.tenant.truth();
-    h.wait_complete(Duration::from_secs(90)).await;
-    wait_for("hub delivery", Duration::from_secs(60), || fake.event_count() >= truth.ids.len()).await;
-    daemon.stop().await;
+    let truth = run_until_on_hub(&h, &fake).await;
     let events = fake.events();
     assert_exactly_once(&truth.ids, &by_record(&events));
     assert!(events.iter().all(|e| e.partition_key.as_deref() == Some("contoso")));
@@ -318,11 +322,7 @@ async fn a_hub_refusing_messages_as_too_large_gets_smaller_ones_and_loses_nothin
     let dir = tempfile::tempdir().unwrap();
     let sink = sas_sink(&fake, &connection_file(dir.path()), "");
     let h = Harness::new(scenario(2_000), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
-    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
-    let truth = h.sim.tenant.truth();
-    h.wait_complete(Duration::from_secs(90)).await;
-    wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()).await;
-    daemon.stop().await;
+    let truth = run_until_on_hub(&h, &fake).await;
     assert!(fake.refused() >= 1, "the hub refused a large message first");
     assert!(fake.transfers().iter().all(|t| t.bytes <= 300_000));
     assert_exactly_once(&truth.ids, &by_record(&fake.events()));
@@ -380,11 +380,7 @@ async fn a_tenant_app_signing_in_with_a_certificate_collects_and_sends_to_the_hu
     std::fs::write(&h.config, config).unwrap();
     std::fs::write(h.dir.path().join("client-secret"), "not-the-secret").unwrap();
 
-    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
-    let truth = h.sim.tenant.truth();
-    h.wait_complete(Duration::from_secs(90)).await;
-    wait_for("hub delivery", Duration::from_secs(60), || fake.event_count() >= truth.ids.len()).await;
-    daemon.stop().await;
+    let truth = run_until_on_hub(&h, &fake).await;
     assert_exactly_once(&truth.ids, &by_record(&fake.events()));
     for t in fake.tokens() {
         assert_eq!(t.kind, "jwt");
