@@ -177,6 +177,12 @@ fn sink_mistakes_name_their_key() {
         ),
         (hub("auth = \"sas\""), "sinks[1].auth: \"sas\": use connection_string"),
         (
+            hub(
+                "auth = \"tenant\"\ntenant = \"contoso\"\nclient_id = \"x\"\nnamespace = \"x.servicebus.windows.net\"\nevent_hub = \"h\"",
+            ),
+            "sinks[1].client_id: is only used with auth = managed_identity or workload_identity, not \"tenant\"",
+        ),
+        (
             hub("connection_string_file = \"/nonexistent/eh\""),
             "sinks[1].connection_string_file: connection string: /nonexistent/eh",
         ),

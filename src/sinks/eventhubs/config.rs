@@ -154,6 +154,18 @@ pub(crate) fn validate(
             None
         }
     };
+    // A key for another way of signing in is a mistake, not something to ignore.
+    let stray: [(&str, bool, &[&str]); 4] = [
+        ("tenant", c.tenant.is_some(), &["tenant"]),
+        ("client_id", c.client_id.is_some(), &["managed_identity", "workload_identity"]),
+        ("tenant_id", c.tenant_id.is_some(), &["workload_identity"]),
+        ("token_file", c.token_file.is_some(), &["workload_identity"]),
+    ];
+    for (key, set, allowed) in stray {
+        if set && !kind.is_empty() && !allowed.contains(&kind) {
+            is.add(p(key), format!("is only used with auth = {}, not {kind:?}", allowed.join(" or ")));
+        }
+    }
     if conn.is_some() && kind != "connection_string" {
         is.add(p("connection_string_file"), format!("is only used with auth = \"connection_string\", not {kind:?}"));
     }
