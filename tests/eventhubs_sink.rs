@@ -164,7 +164,9 @@ async fn rejected_released_modified_throttled_and_cut_deliveries_are_resent() {
     let h = Harness::new(scenario(2_000), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
     let truth = run_until_on_hub(&h, &fake).await;
     assert_eq!(fake.refused(), 6, "every injected fault was hit");
-    assert_exactly_once(&truth.ids, &by_record(&fake.events()));
+    let events = fake.events();
+    assert_exactly_once(&truth.ids, &by_record(&events));
+    assert!(events.iter().all(|e| e.partition_key.is_none()), "partitioning = none: the hub spreads events");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +304,7 @@ async fn amqp_over_websockets_reaches_the_hub_through_a_custom_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("hub-ca.pem");
     std::fs::write(&ca, &tls.ca_pem).unwrap();
-    let sink = sas_sink(&fake, &connection_file(dir.path()), "transport = \"websockets\"")
+    let sink = sas_sink(&fake, &connection_file(dir.path()), "transport = \"websockets\"\npartitioning = \"stream\"")
         .replace(&fake.endpoint(), &format!("amqps://localhost:{}", fake.addr.port()));
     let h = Harness::new(scenario(600), ConfigExtras { extra_sinks: sink, ..ConfigExtras::default() }).await;
     let truth = h.sim.tenant.truth();
@@ -311,7 +313,12 @@ async fn amqp_over_websockets_reaches_the_hub_through_a_custom_endpoint() {
     wait_for("hub delivery", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()).await;
     assert!(daemon.terminate().success());
     assert!(fake.websocket_upgrades() >= 1, "the client came in over a WebSocket");
-    assert_exactly_once(&truth.ids, &by_record(&fake.events()));
+    let events = fake.events();
+    assert_exactly_once(&truth.ids, &by_record(&events));
+    for e in &events {
+        let key = format!("{}/{}", e.properties["source"], e.properties["stream"]);
+        assert_eq!(e.partition_key.as_deref(), Some(key.as_str()), "partitioning = stream");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
