@@ -38,6 +38,9 @@ fn validate(dir: &Path, text: &str) -> (bool, String) {
         .args(["validate", "--config"])
         .arg(&cfg)
         .env_remove("SECRET_VAR")
+        .env_remove("AZURE_TENANT_ID")
+        .env_remove("AZURE_CLIENT_ID")
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -227,6 +230,12 @@ fn sink_mistakes_name_their_key() {
                 "auth = \"workload_identity\"\nnamespace = \"x.servicebus.windows.net\"\nevent_hub = \"h\"\ntoken_file = \"/nonexistent/token\"",
             ),
             "sinks[1].token_file: cannot read /nonexistent/token",
+        ),
+        (
+            hub(
+                "auth = \"workload_identity\"\nnamespace = \"x.servicebus.windows.net\"\nevent_hub = \"h\"\ntoken_file = \"/nonexistent/token\"",
+            ),
+            "sinks[1].tenant_id: is required when AZURE_TENANT_ID is not set",
         ),
     ];
     for (text, needle) in cases {

@@ -154,7 +154,15 @@ pub fn check(s: &Settings) -> EnvReport {
                             Ok(_) => {}
                         }
                     }
-                    HubAuth::WorkloadIdentity { token_file, .. } => {
+                    HubAuth::WorkloadIdentity { token_file, tenant_id, client_id } => {
+                        for (key, set, var) in [
+                            ("tenant_id", tenant_id.is_some(), "AZURE_TENANT_ID"),
+                            ("client_id", client_id.is_some(), "AZURE_CLIENT_ID"),
+                        ] {
+                            if !set && std::env::var(var).map(|v| v.trim().is_empty()).unwrap_or(true) {
+                                err(format!("sinks[{i}].{key}"), format!("is required when {var} is not set"));
+                            }
+                        }
                         let file = token_file
                             .clone()
                             .or_else(|| std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").map(Into::into));
