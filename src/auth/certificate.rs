@@ -1,5 +1,6 @@
 //! Certificate credentials: the app's certificate and RSA private key (one PEM file) sign a
-//! client assertion, an RS256 JWT that Entra ID accepts in place of a client secret.
+//! client assertion, a PS256 JWT (RSA-PSS with SHA-256, as Entra ID's documentation asks for
+//! today) that Entra ID accepts in place of a client secret.
 //!
 //! The assertion names the certificate by its SHA-256 thumbprint (`x5t#S256`), is addressed to
 //! the tenant's token endpoint (`aud`), and lives ten minutes. The private key never leaves this
@@ -50,7 +51,7 @@ impl AppCertificate {
 
     /// A signed assertion for `client_id` at `token_url`, valid from now for ten minutes.
     pub fn assertion(&self, client_id: &str, token_url: &str, now: i64) -> Result<String, String> {
-        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t#S256": self.thumbprint_s256});
+        let header = serde_json::json!({"alg": "PS256", "typ": "JWT", "x5t#S256": self.thumbprint_s256});
         let claims = serde_json::json!({
             "aud": token_url,
             "iss": client_id,
@@ -62,7 +63,7 @@ impl AppCertificate {
         });
         let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let signer =
-            self.key.choose_scheme(&[rustls::SignatureScheme::RSA_PKCS1_SHA256]).ok_or("the key cannot sign RS256")?;
+            self.key.choose_scheme(&[rustls::SignatureScheme::RSA_PSS_SHA256]).ok_or("the key cannot sign PS256")?;
         let sig = signer.sign(input.as_bytes()).map_err(|e| format!("signing the client assertion: {e}"))?;
         Ok(format!("{input}.{}", B64.encode(sig)))
     }

@@ -56,7 +56,7 @@ pub struct SpoolSettings {
 pub enum CredentialKind {
     Secret,
     /// A PEM with the certificate registered on the app and its RSA private key; the collector
-    /// signs a client assertion (RS256 JWT) with it.
+    /// signs a client assertion (PS256 JWT) with it.
     Certificate,
 }
 

@@ -1,6 +1,6 @@
 //! Checks a client assertion the way Entra ID does for an app with a registered certificate:
-//! RS256 signature by that certificate's key, `x5t#S256` naming it, `aud` = the token endpoint,
-//! `iss` = `sub` = the client id, and a current `nbf`..`exp` window.
+//! a PS256 (or legacy RS256) signature by that certificate's key, `x5t#S256` naming it,
+//! `aud` = the token endpoint, `iss` = `sub` = the client id, and a current `nbf`..`exp` window.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -19,15 +19,17 @@ pub fn verify(jwt: &str, cert_pem: &str, client_id: &str, audience: &str, now: i
         serde_json::from_slice(&bytes).map_err(|_| "AADSTS50027: bad JSON".to_string())
     };
     let (header, claims) = (json(h)?, json(c)?);
-    if header["alg"] != "RS256" {
-        return Err("AADSTS5002738: only RS256 assertions are accepted".into());
-    }
+    let alg = match header["alg"].as_str() {
+        Some("PS256") => webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+        Some("RS256") => webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+        _ => return Err("AADSTS5002738: only PS256 and RS256 assertions are accepted".into()),
+    };
     if header["x5t#S256"] != B64.encode(Sha256::digest(cert.as_ref())) {
         return Err("AADSTS700027: the certificate is not registered on the app".into());
     }
     let signature = B64.decode(sig).map_err(|_| "AADSTS50027: bad signature encoding")?;
     let ee = webpki::EndEntityCert::try_from(&cert).map_err(|e| format!("registered certificate: {e:?}"))?;
-    ee.verify_signature(webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256, format!("{h}.{c}").as_bytes(), &signature)
+    ee.verify_signature(alg, format!("{h}.{c}").as_bytes(), &signature)
         .map_err(|_| "AADSTS700027: the assertion's signature does not verify")?;
     if claims["aud"] != audience {
         return Err(format!("AADSTS700016: aud {} is not {audience}", claims["aud"].as_str().unwrap_or("missing")));
