@@ -6,14 +6,15 @@
 //! Sizes: AK_BENCH_RECORDS (end to end, default 300000), AK_BENCH_BACKLOG (default 1000000).
 //! The last line is `end_to_end_records_per_sec=N peak_rss_mb=M`.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use auditkeeper::demo::{ConfigExtras, write_config};
-use auditkeeper::simulator::{Scenario, Simulator, records};
-use auditkeeper::sources::record::key_for_id;
-use auditkeeper::store::{Checkpoint, IngestPage, PageRecord, Store};
+use auditkeeper::simulator::{Scenario, Simulator};
+use auditkeeper::store::{IngestPage, Store};
 
 fn env_n(k: &str, d: u64) -> u64 {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
@@ -23,36 +24,8 @@ fn ingest_rate(n: u64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.register_stream("t/management/Audit.Exchange", "t", "management", "Audit.Exchange").unwrap();
-    let now = chrono::Utc::now();
     let per_page = 500u64;
-    let pages: Vec<IngestPage> = (0..n / per_page)
-        .map(|p| {
-            let mut body = Vec::new();
-            let mut recs = Vec::new();
-            for i in 0..per_page {
-                let raw = records::render(7, "tid", "Audit.Exchange", 1, p, i as u32, now, false, true);
-                let id = records::record_id(7, 1, p, i as u32);
-                let start = body.len();
-                body.extend_from_slice(raw.as_bytes());
-                recs.push(PageRecord {
-                    key: key_for_id(&id),
-                    id_key: None,
-                    id,
-                    event_time_ms: 0,
-                    raw: start..body.len(),
-                });
-            }
-            IngestPage {
-                stream: "t/management/Audit.Exchange".into(),
-                tenant: "t".into(),
-                source: "management".into(),
-                name: "Audit.Exchange".into(),
-                body,
-                records: recs,
-                checkpoint: Checkpoint::Cursor(format!("{p}")),
-            }
-        })
-        .collect();
+    let pages: Vec<IngestPage> = (0..n / per_page).map(|p| common::exchange_page("t", p, per_page, 0)).collect();
     let bytes: usize = pages.iter().map(|p| p.body.len()).sum();
     let t = Instant::now();
     for p in &pages {

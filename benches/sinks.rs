@@ -9,6 +9,7 @@
 //! printed. The last line is
 //! `http_gzip_records_per_sec=N syslog_tls_records_per_sec=M eventhubs_records_per_sec=E`.
 
+mod common;
 #[path = "../tests/common/eventhubs/mod.rs"]
 mod fake_eventhubs;
 
@@ -18,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use auditkeeper::pipeline::Pipeline;
 use auditkeeper::pipeline::forwarder::Forwarder;
-use auditkeeper::simulator::records;
-use auditkeeper::sources::record::key_for_id;
-use auditkeeper::store::{Checkpoint, IngestPage, PageRecord, Store};
+use auditkeeper::store::Store;
 use tokio_util::sync::CancellationToken;
 
 fn env_n(k: &str, d: u64) -> u64 {
@@ -34,31 +33,8 @@ fn prefill(store: &Store, n: u64) -> u64 {
     let per_page = 500u64;
     let mut total = 0;
     for p in 0..n / per_page {
-        let mut body = Vec::new();
-        let mut recs = Vec::new();
-        for i in 0..per_page {
-            let raw = records::render(7, "tid", "Audit.Exchange", 1, p, i as u32, now, false, true);
-            let id = records::record_id(7, 1, p, i as u32);
-            let start = body.len();
-            body.extend_from_slice(raw.as_bytes());
-            recs.push(PageRecord {
-                key: key_for_id(&id),
-                id_key: None,
-                id,
-                event_time_ms: now.timestamp_millis(),
-                raw: start..body.len(),
-            });
-        }
-        total += body.len() as u64;
-        let page = IngestPage {
-            stream: "contoso/management/Audit.Exchange".into(),
-            tenant: "contoso".into(),
-            source: "management".into(),
-            name: "Audit.Exchange".into(),
-            body,
-            records: recs,
-            checkpoint: Checkpoint::Cursor(format!("{p}")),
-        };
+        let page = common::exchange_page("contoso", p, per_page, now.timestamp_millis());
+        total += page.body.len() as u64;
         store.ingest(&page, 8 * 86_400_000, 0).unwrap();
     }
     total

@@ -32,18 +32,17 @@ pub struct HttpSink {
     progress: Option<(u64, usize)>,
 }
 
-fn load(_name: &str, what: &str, s: &crate::config::validate::SecretSource) -> Result<String, String> {
+fn load(what: &str, s: &crate::config::validate::SecretSource) -> Result<String, String> {
     read_secret(s).map_err(|e| format!("{what}: {e}"))
 }
 
 impl HttpSink {
     pub fn new(s: HttpSinkSettings, ctx: &BuildContext) -> Result<HttpSink, String> {
-        let name = s.common.name.clone();
         let mut secrets = Vec::new();
         let url = match &s.url {
             UrlSource::Inline(u) => u.clone(),
             UrlSource::Secret(src) => {
-                let text = load(&name, "url", src)?;
+                let text = load("url", src)?;
                 secrets.push(text.trim().to_string());
                 url::Url::parse(text.trim()).map_err(|e| format!("url from {src:?} is not a URL: {e}"))?
             }
@@ -56,18 +55,18 @@ impl HttpSink {
         let mut monitor = None;
         let auth_header = match &s.preset {
             Preset::Splunk { token, .. } => {
-                let t = load(&name, "token", token)?.trim().to_string();
+                let t = load("token", token)?.trim().to_string();
                 secrets.push(t.clone());
                 Some(format!("Splunk {t}"))
             }
             Preset::Generic { auth: GenericAuth::Bearer(src), .. } => {
-                let t = load(&name, "token", src)?.trim().to_string();
+                let t = load("token", src)?.trim().to_string();
                 secrets.push(t.clone());
                 Some(format!("Bearer {t}"))
             }
             Preset::Generic { auth: GenericAuth::Basic { username, password }, .. } => {
                 use base64::Engine;
-                let p = load(&name, "password", password)?.trim().to_string();
+                let p = load("password", password)?.trim().to_string();
                 secrets.push(p.clone());
                 Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{p}"))))
             }
