@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use auditkeeper::pipeline::Pipeline;
 use auditkeeper::pipeline::forwarder::Forwarder;
 use auditkeeper::store::Store;
-use tokio_util::sync::CancellationToken;
 
 fn env_n(k: &str, d: u64) -> u64 {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
@@ -53,7 +52,7 @@ client_secret_env = "UNUSED"
         dir.join("state").display()
     );
     let raw: auditkeeper::config::RawConfig = auditkeeper::config::from_toml_str(&text).unwrap();
-    auditkeeper::config::validate(&raw).unwrap()
+    auditkeeper::config::validate(&raw).unwrap().0
 }
 
 /// Drains the pre-filled spool through the configured sink; returns (records/s, JSON MB/s).
@@ -66,11 +65,10 @@ async fn drain(n: u64, sink: &str, wire: Arc<AtomicU64>) -> (f64, f64) {
     store.ensure_sinks(std::slice::from_ref(&name)).unwrap();
     let pipeline = Pipeline::new(store.clone(), settings.spool.clone());
     let built = auditkeeper::sinks::build(&settings.sinks[0], &Default::default()).unwrap();
-    let stop = CancellationToken::new();
-    let deadline = Arc::new(std::sync::Mutex::new(Some(Instant::now())));
+    let shutdown = auditkeeper::pipeline::shutdown::Shutdown::new();
     wire.store(0, Ordering::Relaxed);
     let t = Instant::now();
-    let task = tokio::spawn(Forwarder::new(pipeline, built).run(stop.clone(), deadline));
+    let task = tokio::spawn(Forwarder::new(pipeline, built).run(shutdown.clone()));
     loop {
         let b = store.backlogs().unwrap();
         if b.iter().all(|x| x.records == 0) {
@@ -79,7 +77,7 @@ async fn drain(n: u64, sink: &str, wire: Arc<AtomicU64>) -> (f64, f64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t.elapsed().as_secs_f64();
-    stop.cancel();
+    shutdown.begin_drain(Duration::ZERO);
     let _ = task.await;
     println!(
         "  {n} records ({:.0} B avg JSON) in {secs:.2}s = {:.0} records/s, {:.1} MB/s JSON, {:.1} MB/s on the wire",

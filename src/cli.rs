@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigError};
 
@@ -142,14 +141,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
             for w in warnings {
                 eprintln!("warning: {w}");
             }
-            let streams: usize = s
-                .tenants
-                .iter()
-                .map(|t| {
-                    t.management.as_ref().map_or(0, |m| m.content_types.len())
-                        + t.graph.as_ref().map_or(0, |g| g.streams.len())
-                })
-                .sum();
+            let streams = s.stream_count();
             println!(
                 "{}: OK ({} tenants, {} streams, {} sinks)",
                 path.display(),
@@ -172,7 +164,7 @@ fn state_dir(path: &std::path::Path) -> Result<PathBuf, ExitCode> {
         eprintln!("{e}");
         ExitCode::from(2)
     })?;
-    config::validate(&raw).map(|s| s.state_dir).map_err(|issues| {
+    config::validate(&raw).map(|(s, _)| s.state_dir).map_err(|issues| {
         eprintln!("{}", ConfigError::Invalid(issues));
         ExitCode::from(2)
     })
@@ -274,12 +266,14 @@ fn run(path: &std::path::Path) -> ExitCode {
         };
         spawn_signal_handler(daemon.shutdown.clone());
         tracing::info!(state_dir = %settings.state_dir.display(), "auditkeeper running");
-        daemon.wait().await;
-        ExitCode::SUCCESS
+        match daemon.wait().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(1),
+        }
     })
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) {
+fn spawn_signal_handler(shutdown: crate::pipeline::shutdown::Shutdown) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -288,7 +282,7 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
-        shutdown.cancel();
+        shutdown.stop();
     });
 }
 
@@ -331,6 +325,6 @@ fn simulate(listen: SocketAddr, ca_out: PathBuf, scenario: Option<PathBuf>, host
     })
 }
 
-fn toml_from_str(text: &str) -> Result<crate::simulator::Scenario, String> {
+fn toml_from_str(text: &str) -> Result<crate::simulator::Scenario, ::config::ConfigError> {
     config::from_toml_str(text)
 }

@@ -1,14 +1,18 @@
 //! Wires a running collector together: store, pipeline, forwarders, sources, maintenance,
 //! and the orderly shutdown (stop polling, let forwarders drain within a timeout).
+//!
+//! Every task runs until the daemon stops it. One that ends on its own (a panic, a bug) is a
+//! fatal failure: it is logged with its result, the daemon shuts down in order, and `wait`
+//! returns the failure so the process exits non-zero and the service manager restarts it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+use tokio::task::{JoinError, JoinSet};
 
 use crate::auth::{AuthError, TenantAuth};
 use crate::config::Settings;
+use crate::pipeline::shutdown::Shutdown;
 use crate::pipeline::{Pipeline, StreamKey, forwarder::Forwarder, maintenance};
 use crate::sinks;
 use crate::sources::graph::{GraphClient, GraphStream};
@@ -29,15 +33,77 @@ pub enum DaemonError {
     Pipeline(#[from] crate::pipeline::PipelineError),
 }
 
-/// A started collector. Cancel `shutdown` (or call `stop`) to end it.
+/// A task that ended before the daemon asked it to.
+#[derive(Debug, thiserror::Error)]
+#[error("{task} ended unexpectedly: {how}")]
+pub struct TaskFailure {
+    pub task: String,
+    pub how: String,
+}
+
+/// Tasks of one kind, with the name each one is logged under.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    names: HashMap<tokio::task::Id, String>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: String, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        let id = self.set.spawn(f).id();
+        self.names.insert(id, name);
+    }
+
+    /// Logs the end of a task; returns the failure if it panicked or was not expected to end.
+    fn ended(&mut self, r: Result<(tokio::task::Id, ()), JoinError>, expected: bool) -> Option<TaskFailure> {
+        let (id, how) = match r {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), Some(describe(e))),
+        };
+        let task = self.names.remove(&id).unwrap_or_else(|| format!("task {id}"));
+        match (how, expected) {
+            (None, true) => {
+                tracing::debug!(task = %task, "task ended");
+                None
+            }
+            (None, false) => {
+                tracing::error!(task = %task, "task ended on its own; shutting down so the service manager restarts the daemon");
+                Some(TaskFailure { task, how: "returned".into() })
+            }
+            (Some(how), _) => {
+                tracing::error!(task = %task, error = %how, "task failed; shutting down so the service manager restarts the daemon");
+                Some(TaskFailure { task, how })
+            }
+        }
+    }
+
+    /// Waits for every task, logging each; returns the first failure.
+    async fn join_all(&mut self) -> Option<TaskFailure> {
+        let mut first = None;
+        while let Some(r) = self.set.join_next_with_id().await {
+            let f = self.ended(r, true);
+            first = first.or(f);
+        }
+        first
+    }
+}
+
+fn describe(e: JoinError) -> String {
+    if e.is_cancelled() {
+        return "cancelled".into();
+    }
+    let p = e.into_panic();
+    let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+    format!("panicked: {}", msg.unwrap_or_else(|| "(no message)".into()))
+}
+
+/// A started collector. Call `shutdown.stop()` (or `stop`) to end it.
 pub struct Daemon {
-    pub shutdown: CancellationToken,
+    pub shutdown: Shutdown,
     pub pipeline: Arc<Pipeline>,
-    sources: JoinSet<()>,
-    forwarders: JoinSet<()>,
-    maintenance: tokio::task::JoinHandle<()>,
-    drain: CancellationToken,
-    deadline: Arc<std::sync::Mutex<Option<Instant>>>,
+    sources: Tasks,
+    forwarders: Tasks,
+    maintenance: Tasks,
     shutdown_timeout: std::time::Duration,
 }
 
@@ -46,11 +112,9 @@ impl Daemon {
         crate::http::install_crypto_provider();
         let store = Arc::new(tokio::task::block_in_place(|| Store::open(&settings.state_dir))?);
         let pipeline = Pipeline::new(store.clone(), settings.spool.clone());
-        let shutdown = CancellationToken::new();
-        let drain = CancellationToken::new();
-        let deadline = Arc::new(std::sync::Mutex::new(None));
+        let shutdown = Shutdown::new();
 
-        let names: Vec<String> = settings.sinks.iter().map(|s| s.name().to_string()).collect();
+        let names: Vec<String> = settings.sinks.iter().map(|s| s.common.name.clone()).collect();
         let dropped = tokio::task::block_in_place(|| store.ensure_sinks(&names))?;
         for d in dropped {
             tracing::warn!(sink = %d, "sink no longer configured: its delivery offset was removed");
@@ -60,16 +124,17 @@ impl Daemon {
         // sign their calls as the tenant's app (Azure Monitor) borrow it.
         let mut ctx = sinks::BuildContext { http: Some(http.clone()), ..Default::default() };
         for t in &settings.tenants {
-            ctx.auth.insert(t.name.clone(), Arc::new(TenantAuth::new(t, http.clone())?));
+            ctx.auth.insert(t.name.clone(), Arc::new(TenantAuth::new(&t.credential, http.clone())?));
         }
-        let mut forwarders = JoinSet::new();
+        let mut forwarders = Tasks::default();
         for s in &settings.sinks {
             let built = sinks::build(s, &ctx)?;
             tracing::info!(sink = %built.name(), "forwarder started");
-            forwarders.spawn(Forwarder::new(pipeline.clone(), built).run(drain.clone(), deadline.clone()));
+            let name = format!("forwarder {}", built.name());
+            forwarders.spawn(name, Forwarder::new(pipeline.clone(), built).run(shutdown.clone()));
         }
 
-        let mut sources = JoinSet::new();
+        let mut sources = Tasks::default();
         for t in &settings.tenants {
             let auth = ctx.auth[&t.name].clone();
             if let Some(m) = &t.management {
@@ -86,7 +151,7 @@ impl Daemon {
                 for ct in &m.content_types {
                     let handle = pipeline.stream(StreamKey::new(&t.name, "management", ct)).await?;
                     let s = ManagementStream::new(client.clone(), handle, ct.clone(), m.clone());
-                    sources.spawn(s.run(shutdown.clone()));
+                    sources.spawn(format!("stream {}", s.handle.key.id), s.run(shutdown.stop_token().clone()));
                 }
             }
             if let Some(g) = &t.graph {
@@ -110,50 +175,56 @@ impl Daemon {
                         settings: st.clone(),
                         subscription: subscription.clone(),
                     };
-                    sources.spawn(s.run(shutdown.clone()));
+                    sources.spawn(format!("stream {}", s.handle.key.id), s.run(shutdown.stop_token().clone()));
                 }
             }
         }
-        tracing::info!(streams = sources.len(), sinks = settings.sinks.len(), "collector started");
-        let maintenance = tokio::spawn(maintenance::run(pipeline.clone(), drain.clone()));
-        Ok(Daemon {
-            shutdown,
-            pipeline,
-            sources,
-            forwarders,
-            maintenance,
-            drain,
-            deadline,
-            shutdown_timeout: settings.shutdown_timeout,
-        })
+        tracing::info!(streams = sources.set.len(), sinks = settings.sinks.len(), "collector started");
+        let mut maintenance = Tasks::default();
+        maintenance.spawn("maintenance".into(), maintenance::run(pipeline.clone(), shutdown.clone()));
+        Ok(Daemon { shutdown, pipeline, sources, forwarders, maintenance, shutdown_timeout: settings.shutdown_timeout })
     }
 
-    /// Waits for `shutdown`, then stops polling and drains the forwarders within the timeout.
-    pub async fn wait(mut self) {
-        self.shutdown.cancelled().await;
+    /// Runs until a stop is asked (or a task fails), then stops polling and drains the
+    /// forwarders within the timeout. Returns the failure that ended the daemon, if any.
+    pub async fn wait(mut self) -> Result<(), TaskFailure> {
+        let mut failure = tokio::select! {
+            _ = self.shutdown.stop_token().cancelled() => None,
+            Some(r) = self.sources.set.join_next_with_id() => self.sources.ended(r, false),
+            Some(r) = self.forwarders.set.join_next_with_id() => self.forwarders.ended(r, false),
+            Some(r) = self.maintenance.set.join_next_with_id() => self.maintenance.ended(r, false),
+        };
+        self.shutdown.stop();
         tracing::info!("shutting down: polling stopped, forwarders draining");
-        while self.sources.join_next().await.is_some() {}
-        *self.deadline.lock().expect("deadline") = Some(Instant::now() + self.shutdown_timeout);
-        self.drain.cancel();
+        failure = failure.or(self.sources.join_all().await);
+        self.shutdown.begin_drain(self.shutdown_timeout);
         let hard = tokio::time::sleep(self.shutdown_timeout + std::time::Duration::from_secs(5));
         tokio::pin!(hard);
         loop {
             tokio::select! {
-                r = self.forwarders.join_next() => if r.is_none() { break },
+                r = self.forwarders.set.join_next_with_id() => match r {
+                    None => break,
+                    Some(r) => { let f = self.forwarders.ended(r, true); failure = failure.or(f); }
+                },
                 _ = &mut hard => {
                     tracing::warn!("forwarders did not finish within the shutdown timeout; undelivered records stay in the spool");
-                    self.forwarders.abort_all();
+                    self.forwarders.set.abort_all();
+                    while self.forwarders.set.join_next().await.is_some() {}
                     break;
                 }
             }
         }
-        let _ = self.maintenance.await;
+        failure = failure.or(self.maintenance.join_all().await);
         let _ = self.pipeline.store.checkpoint_wal();
-        tracing::info!("stopped");
+        match &failure {
+            None => tracing::info!("stopped"),
+            Some(f) => tracing::error!(error = %f, "stopped after a task failure"),
+        }
+        failure.map_or(Ok(()), Err)
     }
 
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.wait().await;
+    pub async fn stop(self) -> Result<(), TaskFailure> {
+        self.shutdown.stop();
+        self.wait().await
     }
 }

@@ -180,7 +180,7 @@ async fn run_inner(out: &Path, records: u64) -> Result<bool, Box<dyn std::error:
             break false;
         }
     };
-    daemon.stop().await;
+    daemon.stop().await?;
     let truth = sim.tenant.truth();
     let got = delivered_ids(&out.join("records"))?;
     let missing = truth.ids.iter().filter(|i| !got.contains_key(*i)).count();

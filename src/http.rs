@@ -3,9 +3,50 @@
 //! The same client is handed to `azure_identity` as its transport, so token requests trust the
 //! same CA (TLS-inspecting proxies, the simulator) as the API calls.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::validate::HttpSettings;
+use serde::Deserialize;
+
+use crate::common::Issues;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Extra CA certificate (PEM) trusted for every Microsoft call: TLS-inspecting proxies, the simulator.
+    pub ca_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
+    let timeout = raw.timeout.unwrap_or(Duration::from_secs(120));
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(3600) {
+        is.add("http.timeout", "must be between 1s and 1h");
+    }
+    HttpSettings { ca_file: raw.ca_file.clone(), timeout }
+}
+
+impl HttpSettings {
+    /// The environment check: the extra CA parses.
+    pub fn check(&self, is: &mut Issues) {
+        if let Some(ca) = &self.ca_file {
+            match std::fs::read(ca) {
+                Err(e) => is.add("http.ca_file", format!("cannot read {}: {e}", ca.display())),
+                Ok(b) if reqwest::Certificate::from_pem(&b).is_err() || !b.starts_with(b"-----BEGIN") => {
+                    is.add("http.ca_file", format!("{} is not a PEM certificate", ca.display()))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpSetupError {

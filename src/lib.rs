@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod common;
 pub mod config;
 pub mod daemon;
 pub mod demo;

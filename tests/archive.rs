@@ -67,7 +67,7 @@ async fn sealed_files_form_a_chain_and_verify_names_the_first_break() {
         assert!(start.elapsed() < Duration::from_secs(60), "files sealed: {:?}", entries(&archive).len());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
 
     let e = entries(&archive);
     assert_eq!(e[0].prev, "0".repeat(64));
@@ -79,9 +79,27 @@ async fn sealed_files_form_a_chain_and_verify_names_the_first_break() {
     }
     for x in &e {
         assert_eq!(x.kind, "file");
-        assert!(x.records > 0 && x.first_event.is_some() && x.first_event <= x.last_event, "{x:?}");
         let bytes = std::fs::read(archive.join(&x.path)).unwrap();
         assert_eq!(manifest::sha256_hex(&bytes), x.sha256);
+        // The sealed range is exactly the span of the file's records' event times.
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut text).unwrap();
+        let times: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let t = chrono::NaiveDateTime::parse_from_str(v["CreationTime"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S")
+                    .unwrap();
+                t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            })
+            .collect();
+        assert_eq!(x.records, times.len() as u64, "{x:?}");
+        assert_eq!(x.first_event.as_ref(), times.iter().min(), "{x:?}");
+        assert_eq!(x.last_event.as_ref(), times.iter().max(), "{x:?}");
+        assert!(
+            !archive.join(format!("{}.range", x.path.trim_end_matches(".gz"))).exists(),
+            "sidecar removed once sealed"
+        );
     }
     let sealed: u64 = e.iter().map(|x| x.records).sum();
     assert!(sealed > 0 && sealed <= truth.ids.len() as u64);
@@ -130,6 +148,14 @@ fn retention_deletes_whole_old_days_and_records_it_in_the_chain() {
     for day in ["2026-01-01", "2026-01-02", "2026-11-20"] {
         let plain = stream.join(format!("{day}-000.jsonl"));
         std::fs::write(&plain, format!("{{\"Id\":\"a-{day}\",\"CreationTime\":\"{day}T10:00:00\"}}\n")).unwrap();
+        // What the writer keeps beside each file: the event-time range of its records.
+        let t = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(10, 0, 0).unwrap();
+        let ms = t.and_utc().timestamp_millis();
+        auditkeeper::sinks::file::write_range(
+            &plain,
+            auditkeeper::sinks::file::EventRange { first_ms: ms, last_ms: ms },
+        )
+        .unwrap();
         let gz = auditkeeper::sinks::file::gzip_file(&plain).unwrap();
         m.seal(&gz).unwrap();
         m.seal(&gz).unwrap(); // sealing twice is a no-op

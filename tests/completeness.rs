@@ -25,7 +25,7 @@ async fn every_record_once_across_paging_late_blobs_duplicates_throttling_and_5x
     tokio::time::sleep(Duration::from_secs(4)).await;
     h.sim.tenant.freeze();
     let got = h.wait_complete(Duration::from_secs(120)).await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
 
     let truth = h.sim.tenant.truth();
     assert!(truth.ids.len() > 8_000, "live records were generated");
@@ -64,7 +64,7 @@ async fn server_clock_far_ahead_is_learned_from_the_date_header() {
     let h = Harness::new(scenario, ConfigExtras::default()).await;
     let daemon = Daemon::start(&h.settings()).await.expect("daemon");
     let got = h.wait_complete(Duration::from_secs(60)).await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     assert_exactly_once(&h.sim.tenant.truth().ids, &got);
 }
 
@@ -81,7 +81,7 @@ async fn new_subscription_reports_warming_up_not_an_error() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Read while the daemon runs, as an operator would.
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     assert_eq!(status.matches("[warming_up] subscription started recently").count(), 5, "{status}");
     assert!(!status.contains("last error"), "warm-up is not an error:\n{status}");
     assert!(h.delivered().is_empty());

@@ -136,7 +136,7 @@ fn sink_mistakes_name_their_key() {
         (http("preset = \"splunk_hec\"\nurl = \"https://x\""), "sinks[1].token_file: splunk_hec needs the HEC token"),
         (
             http("preset = \"splunk_hec\"\nurl = \"https://x\"\ntoken_file = \"/nonexistent/hec\""),
-            "sinks[1].token: /nonexistent/hec: No such file",
+            "sinks[1].token_file: /nonexistent/hec: No such file",
         ),
         (
             http("preset = \"sumologic\"\nurl = \"https://x\"\ncategory = \"o365/{tenat}\""),
@@ -164,7 +164,10 @@ fn sink_mistakes_name_their_key() {
             "a UDP datagram carries at most 65507 bytes",
         ),
         (syslog("address = \"siem:514\"\nfacility = \"local9\""), "sinks[1].facility: \"local9\""),
-        (syslog("address = \"siem:6514\"\nca_file = \"/nonexistent/ca.pem\""), "sinks[1]: ca_file /nonexistent/ca.pem"),
+        (
+            syslog("address = \"siem:6514\"\nca_file = \"/nonexistent/ca.pem\""),
+            "sinks[1].ca_file: ca_file /nonexistent/ca.pem",
+        ),
         (good.replace("type = \"file\"", "type = \"file\"\nretention_days = 30"), "only an archive sink"),
         (hub(""), "sinks[1].auth: is required: connection_string"),
         (hub("auth = \"managed_identity\""), "sinks[1].namespace: is required"),
@@ -321,7 +324,7 @@ fn the_example_config_is_valid_and_has_every_sink_kind() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/auditkeeper.example.toml")).unwrap();
     let raw: auditkeeper::config::RawConfig = auditkeeper::config::from_toml_str(&text).unwrap();
-    let s = auditkeeper::config::validate(&raw).unwrap_or_else(|e| panic!("{e:?}"));
+    let (s, _) = auditkeeper::config::validate(&raw).unwrap_or_else(|e| panic!("{e:?}"));
     let names: Vec<&str> = s.sinks.iter().map(|x| x.name()).collect();
     assert_eq!(names, ["archive", "evidence", "sumo", "splunk", "sentinel", "lake", "qradar", "hub"]);
 }

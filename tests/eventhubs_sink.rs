@@ -65,7 +65,7 @@ async fn run_until_on_hub(h: &Harness, fake: &FakeEventHubs) -> auditkeeper::sim
     wait_for("hub delivery", Duration::from_secs(120), || fake.event_count() >= truth.ids.len()).await;
     // Let a duplicate in flight land before counting.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     truth
 }
 
@@ -90,7 +90,7 @@ async fn every_record_arrives_once_byte_identical_with_properties_partition_key_
     wait_for("hub delivery", Duration::from_secs(60), || fake.event_count() >= truth.ids.len()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let st = status(&h);
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
 
     let events = fake.events();
     assert_exactly_once(&truth.ids, &by_record(&events));
@@ -144,7 +144,7 @@ async fn a_refused_token_shows_in_status_loses_nothing_and_recovers() {
     fake.faults(|f| f.put_token_status = 0);
     wait_for("delivery after the fix", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     assert_exactly_once(&truth.ids, &by_record(&fake.events()));
 }
 
@@ -197,7 +197,7 @@ async fn an_oversize_record_is_dead_lettered_and_the_rest_flow() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     let got = by_record(&fake.events());
     assert!(got.values().all(|n| *n == 1), "no duplicates");
     let big = truth.ids.iter().filter(|i| !got.contains_key(*i)).count();

@@ -41,7 +41,7 @@ async fn rotated_files_are_gzipped_and_envelopes_carry_metadata_around_the_exact
         assert!(start.elapsed() < Duration::from_secs(20), "closed files were not compressed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     assert_exactly_once(&h.sim.tenant.truth().ids, &got);
 
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
@@ -110,7 +110,7 @@ async fn a_fatal_code_stops_only_its_stream() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     if std::env::var_os("AK_DEBUG").is_some() {
         eprintln!("{status}");
         let _ = std::process::Command::new("find").arg(h.records_dir()).status();

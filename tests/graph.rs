@@ -93,7 +93,7 @@ async fn every_version_of_every_record_once_within_the_rate_limit() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
 
     assert!(truth.len() > 1_800);
     let ids: HashSet<&String> = truth.keys().collect();
@@ -171,7 +171,7 @@ async fn a_tenant_without_p1_p2_keeps_its_other_streams_flowing() {
         assert!(start.elapsed() < Duration::from_secs(90), "audits and provisioning did not complete:\n{status}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     let blocks: Vec<&str> = status
         .split("  contoso/")
         .filter(|b| b.starts_with("graph/signins_") || b.starts_with("graph/risk_detections"))
@@ -207,7 +207,7 @@ async fn a_restart_and_a_throttling_storm_lose_nothing() {
         assert!(start.elapsed() < Duration::from_secs(60), "no progress before the restart");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    first.stop().await;
+    first.stop().await.expect("clean shutdown");
 
     // Another client of the same app spends the whole auditLogs budget for a while: the
     // collector meets 429s and must wait them out, losing nothing.
@@ -248,7 +248,7 @@ async fn a_restart_and_a_throttling_storm_lose_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    second.stop().await;
+    second.stop().await.expect("clean shutdown");
     assert!(h.sim.tenant.graph.stats().throttled > 0, "the storm must have caused 429s");
     assert_eq!(got.len(), truth.len());
     for (k, contents) in &got {

@@ -65,7 +65,7 @@ batch = {{ linger = "200ms" }}
     })
     .await;
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
 
     let raw = raw_by_id(&h);
     let mut ids = Vec::new();
@@ -128,7 +128,7 @@ batch = {{ max_records = 700, linger = "100ms" }}
             .unwrap_or(false)
     })
     .await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
 
     let raw = raw_by_id(&h);
     let mut ids = Vec::new();
@@ -204,7 +204,7 @@ dcr_streams = {{ "management" = "Custom-O365Audit_CL", "*" = "Custom-Auditkeeper
             >= n
     })
     .await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
 
     let raw = raw_by_id(&h);
     let mut ids = Vec::new();
@@ -298,7 +298,7 @@ batch = {{ max_records = 256 }}
         auditkeeper::admin::list(&state, &Default::default(), 10, false).unwrap().contains("no dead letters")
     })
     .await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     let got = ids_at(&rx);
     let truth_set: HashSet<&String> = truth.ids.iter().collect();
     assert!(got.keys().all(|k| truth_set.contains(k)));

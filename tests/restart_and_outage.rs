@@ -26,13 +26,13 @@ async fn stop_mid_backfill_and_start_again_loses_and_doubles_nothing() {
     let first = Daemon::start(&h.settings()).await.expect("daemon");
     // Stop once part of the backfill is delivered.
     h.wait_lines(total / 5, Duration::from_secs(60)).await;
-    first.stop().await;
+    first.stop().await.expect("clean shutdown");
     let partial = h.delivered().len();
     assert!(partial < total, "stopped mid-backfill ({partial} of {total})");
 
     let second = Daemon::start(&h.settings()).await.expect("daemon");
     let got = h.wait_complete(Duration::from_secs(120)).await;
-    second.stop().await;
+    second.stop().await.expect("clean shutdown");
     assert_exactly_once(&h.sim.tenant.truth().ids, &got);
 }
 
@@ -65,7 +65,7 @@ async fn unwritable_sink_directory_spools_and_delivers_everything_after_recovery
     tokio::time::sleep(Duration::from_secs(1)).await;
     h.sim.tenant.freeze();
     let got = h.wait_complete(Duration::from_secs(60)).await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     assert_exactly_once(&h.sim.tenant.truth().ids, &got);
     let backlog = auditkeeper::store::Store::open_read_only(&h.state_dir()).unwrap().backlogs().unwrap();
     assert_eq!(backlog[0].records, 0);
@@ -104,7 +104,7 @@ async fn a_full_spool_pauses_polling_loudly_and_resumes() {
     std::fs::remove_file(h.records_dir()).unwrap();
     let got = h.wait_complete(Duration::from_secs(120)).await;
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     assert!(!status.contains("POLLING PAUSED"), "{status}");
     assert_exactly_once(&h.sim.tenant.truth().ids, &got);
 }

@@ -106,7 +106,7 @@ async fn tls_messages_arrive_byte_exact_once_across_a_receiver_restart() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
 
     let want: HashMap<String, String> = raw_lines(&h).iter().map(|l| expected(l)).collect();
     let mut got: HashMap<String, u32> = HashMap::new();
@@ -134,7 +134,7 @@ async fn tcp_octet_counting_and_lf_framing_each_deliver_every_record_exactly_onc
     h.wait_complete(Duration::from_secs(90)).await;
     wait_lines(&octets, truth.ids.len(), Duration::from_secs(60)).await;
     wait_lines(&lf, truth.ids.len(), Duration::from_secs(60)).await;
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
     let want: HashMap<String, String> = raw_lines(&h).iter().map(|l| expected(l)).collect();
     for r in [&octets, &lf] {
         let mut got: HashMap<String, u32> = HashMap::new();
@@ -178,7 +178,7 @@ async fn oversize_records_are_dead_lettered_over_udp_and_truncated_with_a_marker
         assert!(start.elapsed() < Duration::from_secs(30), "oversize records reach the dead-letter table");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    daemon.stop().await;
+    daemon.stop().await.expect("clean shutdown");
 
     // UDP: every small record once, byte-exact; every big one dead-lettered with the reason.
     let mut got: HashMap<String, u32> = HashMap::new();

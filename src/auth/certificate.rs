@@ -20,6 +20,27 @@ use sha2::{Digest, Sha256};
 
 const LIFETIME_SECS: i64 = 600;
 
+/// What is wrong with a certificate file, never what is in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    #[error("no CERTIFICATE block: the file must hold the certificate and its private key")]
+    NoCertificate,
+    #[error("the CERTIFICATE block is not valid PEM")]
+    BadCertificate,
+    #[error("no PRIVATE KEY block: the file must hold the certificate and its private key")]
+    NoKey,
+    #[error("the private key cannot be read (use an unencrypted PKCS#8 or PKCS#1 RSA key)")]
+    UnreadableKey,
+    #[error("the private key is not RSA; Entra ID signs in apps with RSA certificates only")]
+    NotRsa,
+    #[error("the key cannot sign PS256")]
+    NoPs256,
+    #[error("signing the client assertion: {0}")]
+    Sign(String),
+    #[error("building the assertion credential: {0}")]
+    Setup(String),
+}
+
 /// A parsed certificate PEM: the thumbprint Entra knows the certificate by, and the signing key.
 #[derive(Clone)]
 pub struct AppCertificate {
@@ -34,23 +55,22 @@ impl std::fmt::Debug for AppCertificate {
 }
 
 impl AppCertificate {
-    pub fn from_pem(pem: &str) -> Result<AppCertificate, String> {
+    pub fn from_pem(pem: &str) -> Result<AppCertificate, CertificateError> {
         let cert = CertificateDer::pem_slice_iter(pem.as_bytes())
             .next()
-            .ok_or("no CERTIFICATE block: the file must hold the certificate and its private key")?
-            .map_err(|_| "the CERTIFICATE block is not valid PEM".to_string())?;
-        let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
-            .map_err(|_| "no PRIVATE KEY block: the file must hold the certificate and its private key")?;
-        let key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
-            .map_err(|_| "the private key cannot be read (use an unencrypted PKCS#8 or PKCS#1 RSA key)")?;
+            .ok_or(CertificateError::NoCertificate)?
+            .map_err(|_| CertificateError::BadCertificate)?;
+        let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| CertificateError::NoKey)?;
+        let key =
+            rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|_| CertificateError::UnreadableKey)?;
         if key.algorithm() != rustls::SignatureAlgorithm::RSA {
-            return Err("the private key is not RSA; Entra ID signs in apps with RSA certificates only".into());
+            return Err(CertificateError::NotRsa);
         }
         Ok(AppCertificate { thumbprint_s256: B64.encode(Sha256::digest(cert.as_ref())), key })
     }
 
     /// A signed assertion for `client_id` at `token_url`, valid from now for ten minutes.
-    pub fn assertion(&self, client_id: &str, token_url: &str, now: i64) -> Result<String, String> {
+    pub fn assertion(&self, client_id: &str, token_url: &str, now: i64) -> Result<String, CertificateError> {
         let header = serde_json::json!({"alg": "PS256", "typ": "JWT", "x5t#S256": self.thumbprint_s256});
         let claims = serde_json::json!({
             "aud": token_url,
@@ -63,8 +83,8 @@ impl AppCertificate {
         });
         let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let signer =
-            self.key.choose_scheme(&[rustls::SignatureScheme::RSA_PSS_SHA256]).ok_or("the key cannot sign PS256")?;
-        let sig = signer.sign(input.as_bytes()).map_err(|e| format!("signing the client assertion: {e}"))?;
+            self.key.choose_scheme(&[rustls::SignatureScheme::RSA_PSS_SHA256]).ok_or(CertificateError::NoPs256)?;
+        let sig = signer.sign(input.as_bytes()).map_err(|e| CertificateError::Sign(e.to_string()))?;
         Ok(format!("{input}.{}", B64.encode(sig)))
     }
 }
@@ -82,7 +102,7 @@ impl ClientAssertion for Assertion {
     async fn secret(&self, _: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
         self.cert
             .assertion(&self.client_id, &self.token_url, chrono::Utc::now().timestamp())
-            .map_err(|e| azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, e))
+            .map_err(|e| azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, e.to_string()))
     }
 }
 
@@ -93,12 +113,12 @@ pub fn credential(
     client_id: &str,
     authority: &str,
     client_options: azure_core::http::ClientOptions,
-) -> Result<Arc<dyn TokenCredential>, String> {
+) -> Result<Arc<dyn TokenCredential>, CertificateError> {
     let cert = AppCertificate::from_pem(pem)?;
     let token_url = format!("{}/{tenant_id}/oauth2/v2.0/token", authority.trim_end_matches('/'));
     let assertion = Assertion { cert, client_id: client_id.to_string(), token_url };
     let options = ClientAssertionCredentialOptions { client_options };
     let c = ClientAssertionCredential::new(tenant_id.to_string(), client_id.to_string(), assertion, Some(options))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CertificateError::Setup(e.to_string()))?;
     Ok(c)
 }

@@ -12,13 +12,75 @@ use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 
 pub mod certificate;
 
-use crate::config::environment::expand_credentials_dir;
-use crate::config::validate::{CredentialKind, SecretSource, TenantSettings};
+use crate::common::{Issues, SecretError, SecretSource};
+
+/// How a tenant's app proves who it is: what its secret holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    Secret,
+    /// A PEM with the certificate registered on the app and its RSA private key; the collector
+    /// signs a client assertion (PS256 JWT) with it.
+    Certificate,
+}
+
+/// Everything needed to sign in as one tenant's app registration.
+#[derive(Debug, Clone)]
+pub struct AppCredential {
+    /// The configured tenant name, for messages.
+    pub tenant: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    /// Where the client secret, or the certificate PEM, is read from.
+    pub secret: SecretSource,
+    pub kind: CredentialKind,
+    /// OAuth authority host, e.g. `https://login.microsoftonline.com`.
+    pub authority: String,
+}
+
+impl AppCredential {
+    /// The environment check: the secret or certificate is there, readable and usable.
+    pub fn check(&self, is: &mut Issues, prefix: &str) {
+        let key = match (&self.secret, self.kind) {
+            (SecretSource::Env(_), _) => format!("{prefix}.client_secret_env"),
+            (SecretSource::File(_), CredentialKind::Certificate) => format!("{prefix}.client_certificate_file"),
+            (SecretSource::File(_), CredentialKind::Secret) => format!("{prefix}.client_secret_file"),
+        };
+        // A missing file is the commonest mistake; name it plainly.
+        if let SecretSource::File(f) = &self.secret {
+            let f = crate::common::secret::expand_credentials_dir(f);
+            match std::fs::metadata(&f) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return is.add(key, format!("file not found: {}", f.display()));
+                }
+                Ok(m) if !m.is_file() => return is.add(key, format!("{} is not a regular file", f.display())),
+                _ => {}
+            }
+        }
+        match &self.secret {
+            SecretSource::Env(v) if std::env::var(v).map(|x| x.trim().is_empty()).unwrap_or(true) => {
+                is.add(key, format!("environment variable {v} is not set or empty"));
+            }
+            src => {
+                src.check(is, &key);
+                if self.kind == CredentialKind::Certificate
+                    && let Ok(pem) = src.read()
+                    && let Err(e) = certificate::AppCertificate::from_pem(&pem)
+                {
+                    is.add(key, e.to_string());
+                }
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("tenant {tenant}: cannot load the client secret or certificate: {message}")]
-    Secret { tenant: String, message: String },
+    #[error("tenant {tenant}: cannot load the client secret or certificate: {source}")]
+    Secret {
+        tenant: String,
+        #[source]
+        source: SecretError,
+    },
     #[error("tenant {tenant}: cannot build credential: {message}")]
     Setup { tenant: String, message: String },
     #[error("tenant {tenant}: token request for {audience} failed: {message}")]
@@ -59,38 +121,20 @@ impl std::fmt::Debug for TenantAuth {
 }
 
 pub fn load_secret(tenant: &str, source: &SecretSource) -> Result<String, AuthError> {
-    read_secret(source).map_err(|message| AuthError::Secret { tenant: tenant.to_string(), message })
-}
-
-/// Reads a secret from its file (systemd credentials directory aware) or variable, trimmed.
-/// The error names where it looked, never the value.
-pub fn read_secret(source: &SecretSource) -> Result<String, String> {
-    let value = match source {
-        SecretSource::File(p) => {
-            let p = expand_credentials_dir(p);
-            std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?
-        }
-        SecretSource::Env(v) => std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))?,
-    };
-    let value = value.trim().to_string();
-    if value.is_empty() {
-        return Err("the secret is empty".into());
-    }
-    Ok(value)
+    source.read().map_err(|source| AuthError::Secret { tenant: tenant.to_string(), source })
 }
 
 impl TenantAuth {
-    pub fn new(t: &TenantSettings, http: reqwest::Client) -> Result<TenantAuth, AuthError> {
-        let secret = load_secret(&t.name, &t.secret)?;
-        let credential =
-            build_raw(&t.name, t.credential, &t.tenant_id, &t.endpoints.authority, &t.client_id, &secret, &http)?;
+    pub fn new(t: &AppCredential, http: reqwest::Client) -> Result<TenantAuth, AuthError> {
+        let secret = load_secret(&t.tenant, &t.secret)?;
+        let credential = build_raw(&t.tenant, t.kind, &t.tenant_id, &t.authority, &t.client_id, &secret, &http)?;
         Ok(TenantAuth {
-            tenant: t.name.clone(),
+            tenant: t.tenant.clone(),
             tenant_id: t.tenant_id.clone(),
             client_id: t.client_id.clone(),
             source: t.secret.clone(),
-            kind: t.credential,
-            authority: t.endpoints.authority.clone(),
+            kind: t.kind,
+            authority: t.authority.clone(),
             credential: RwLock::new(credential),
             secret: RwLock::new(secret),
             http,
@@ -171,9 +215,8 @@ fn build_raw(
     client_options.transport = Some(Transport::new(Arc::new(http.clone())));
     let setup = |message: String| AuthError::Setup { tenant: tenant.to_string(), message: redact(&message, secret) };
     match kind {
-        CredentialKind::Certificate => {
-            certificate::credential(secret, tenant_id, client_id, authority, client_options).map_err(setup)
-        }
+        CredentialKind::Certificate => certificate::credential(secret, tenant_id, client_id, authority, client_options)
+            .map_err(|e| setup(e.to_string())),
         CredentialKind::Secret => {
             let options = ClientSecretCredentialOptions { client_options };
             let cred = ClientSecretCredential::new(

@@ -1,17 +1,21 @@
 //! Configuration: the TOML schema (`schema`), pure validation into typed settings (`validate`),
 //! and the checks that touch the machine, such as secret files (`environment`).
 //!
+//! This is the top of the module tree: it aggregates each component's own config table and
+//! validation. No component imports anything from here.
+//!
 //! `auditkeeper validate` runs exactly these phases, so it is usable as `ExecStartPre=`.
 
 pub mod cloud;
 pub mod environment;
 pub mod schema;
-pub mod sinks;
-pub mod size;
+pub mod tenant;
 pub mod validate;
 
+pub use crate::common::ConfigIssue;
 pub use schema::*;
-pub use validate::{ConfigIssue, Settings, TenantSettings, validate};
+pub use tenant::TenantSettings;
+pub use validate::{Settings, validate};
 
 use std::path::Path;
 
@@ -23,37 +27,40 @@ pub enum ConfigError {
     Invalid(Vec<ConfigIssue>),
 }
 
+fn builder() -> config::ConfigBuilder<config::builder::DefaultState> {
+    config::Config::builder()
+}
+
 /// Loads the TOML file, applying `AUDITKEEPER__SECTION__KEY` environment overrides.
 pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+    let load_err = |message: String| ConfigError::Load { path: path.display().to_string(), message };
     if !path.exists() {
-        return Err(ConfigError::Load { path: path.display().to_string(), message: "file not found".into() });
+        return Err(load_err("file not found".into()));
     }
-    let built = config::Config::builder()
+    let built = builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
         .add_source(
             config::Environment::with_prefix("AUDITKEEPER").prefix_separator("__").separator("__").try_parsing(true),
         )
         .build()
-        .map_err(|e| ConfigError::Load { path: path.display().to_string(), message: e.to_string() })?;
-    built.try_deserialize().map_err(|e| ConfigError::Load { path: path.display().to_string(), message: e.to_string() })
+        .map_err(|e| load_err(e.to_string()))?;
+    built.try_deserialize().map_err(|e| load_err(e.to_string()))
 }
 
 /// Load, validate and check the environment: everything `run` needs before it starts.
+/// Returns the settings and the warnings to log at start.
 pub fn load_settings(path: &Path) -> Result<(Settings, Vec<String>), ConfigError> {
     let raw = load(path)?;
-    let settings = validate(&raw).map_err(ConfigError::Invalid)?;
-    let report = environment::check(&settings);
-    if !report.errors.is_empty() {
-        return Err(ConfigError::Invalid(report.errors));
+    let (settings, warnings) = validate(&raw).map_err(ConfigError::Invalid)?;
+    let mut is = crate::common::Issues { errors: Vec::new(), warnings };
+    environment::check(&settings, &mut is);
+    if !is.is_empty() {
+        return Err(ConfigError::Invalid(is.errors));
     }
-    Ok((settings, report.warnings))
+    Ok((settings, is.warnings))
 }
 
 /// Parses a TOML document into any deserialisable type through the `config` crate.
-pub fn from_toml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| e.to_string())
+pub fn from_toml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, config::ConfigError> {
+    builder().add_source(config::File::from_str(text, config::FileFormat::Toml)).build()?.try_deserialize()
 }

@@ -1,34 +1,53 @@
-//! Getting one batch to a sink: retry what is transient, bisect what is refused.
+//! Getting one batch to a sink: retry what is transient, resend only what the receiver has not
+//! confirmed, bisect what is refused.
 //!
 //! INVARIANT: `deliver` returns only when every record of the batch was either confirmed by the
 //! receiver or singled out as refused (the caller stores those in the dead-letter table before
 //! moving the offset), or when the shutdown deadline passed, in which case nothing is committed
 //! and the whole batch is resent next start. A poison record never blocks the stream and is never
 //! dropped silently.
+//!
+//! Progress within a batch lives here, not in each sink: a sink marks what the receiver took in
+//! `Accepted`, and the next attempt carries only the rest, by index into the original batch.
 
-use std::ops::Range;
-use std::sync::Arc;
-use std::time::Duration;
+use std::borrow::Cow;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio_util::sync::CancellationToken;
+use backon::BackoffBuilder;
 
-use super::ingest::Pipeline;
-use crate::sinks::{Batch, BuiltSink, OutRecord, SinkError};
+use super::shutdown::Shutdown;
+use crate::common::RetryPolicy;
+use crate::sinks::{Accepted, Batch, Sink, SinkError};
 
-/// Outcome of sending one (sub-)batch until the receiver decides.
+/// Where delivery reports a failed attempt (the store, for `status`; a list, in tests).
+#[async_trait::async_trait]
+pub trait ErrorReport: Send + Sync {
+    async fn sink_error(&self, message: &str);
+}
+
+/// Outcome of sending a part of the batch until the receiver decides.
+#[derive(Debug, PartialEq, Eq)]
 enum Decision {
     Sent,
-    Refused(String),
-    Poison(usize, String),
+    /// The receiver refused every record still in `left`, all at once.
+    Refused {
+        left: Vec<usize>,
+        reason: String,
+    },
+    /// Record `index` can never be delivered; `left` are the others still to send.
+    Poison {
+        index: usize,
+        left: Vec<usize>,
+        reason: String,
+    },
     Shutdown,
 }
 
-pub(super) struct Delivery<'a> {
-    pub pipeline: &'a Arc<Pipeline>,
-    pub sink: &'a mut BuiltSink,
-    pub drain: &'a CancellationToken,
-    pub past_deadline: &'a (dyn Fn() -> bool + Sync),
+pub struct Delivery<'a> {
+    pub name: &'a str,
+    pub sink: &'a mut dyn Sink,
+    pub shutdown: &'a Shutdown,
+    pub report: &'a dyn ErrorReport,
+    pub policy: RetryPolicy,
 }
 
 impl Delivery<'_> {
@@ -36,99 +55,127 @@ impl Delivery<'_> {
     /// reason, or `None` if shutdown interrupted delivery.
     pub async fn deliver(&mut self, batch: &Batch) -> Option<Vec<(usize, String)>> {
         let mut refused = Vec::new();
-        // Sub-batches as ranges of the original batch; a stack processed last-in first-out, with
-        // the second half pushed first, keeps delivery in spool order.
-        let mut todo: Vec<Range<usize>> = vec![0..batch.records.len()];
-        let mut first = true;
-        while let Some(r) = todo.pop() {
-            if r.is_empty() {
+        // Parts as index lists into the batch; a stack processed last-in first-out, with the
+        // second half pushed first, keeps delivery in spool order.
+        let mut todo: Vec<Vec<usize>> = vec![(0..batch.records.len()).collect()];
+        while let Some(part) = todo.pop() {
+            if part.is_empty() {
                 continue;
             }
-            let decision = if first {
-                first = false;
-                self.send_until_decided(batch).await
-            } else {
-                let records: Vec<OutRecord> = batch.records[r.clone()].to_vec();
-                let bytes = records.iter().map(|x| x.raw.len() as u64).sum();
-                self.send_until_decided(&Batch { records, bytes }).await
-            };
-            // An index outside the batch would be a sink bug; treat it as a refusal and bisect.
-            let decision = match decision {
-                Decision::Poison(i, reason) if i >= r.len() => Decision::Refused(reason),
-                d => d,
-            };
-            match decision {
+            match self.send_until_decided(batch, part).await {
                 Decision::Sent => {}
                 Decision::Shutdown => return None,
-                Decision::Refused(reason) if r.len() == 1 => refused.push((r.start, reason)),
-                Decision::Refused(reason) => {
-                    tracing::warn!(sink = %self.sink.name(), records = r.len(), reason = %reason,
+                Decision::Refused { left, reason } if left.len() == 1 => refused.push((left[0], reason)),
+                Decision::Refused { left, reason } => {
+                    tracing::warn!(sink = %self.name, records = left.len(), reason = %reason,
                         "receiver refused a batch; splitting it to find the poison record(s)");
-                    let mid = r.start + r.len() / 2;
-                    todo.push(mid..r.end);
-                    todo.push(r.start..mid);
+                    let mid = left.len() / 2;
+                    todo.push(left[mid..].to_vec());
+                    todo.push(left[..mid].to_vec());
                 }
-                Decision::Poison(i, reason) => {
-                    refused.push((r.start + i, reason));
-                    todo.push(r.start + i + 1..r.end);
-                    todo.push(r.start..r.start + i);
+                Decision::Poison { index, left, reason } => {
+                    refused.push((index, reason));
+                    let (before, after): (Vec<usize>, Vec<usize>) = left.into_iter().partition(|i| *i < index);
+                    todo.push(after);
+                    todo.push(before);
                 }
             }
         }
+        refused.sort_by_key(|(i, _)| *i);
         Some(refused)
     }
 
-    /// Sends until the receiver accepts or refuses for good; transient failures are retried with
-    /// exponential backoff and jitter, at least as long as the receiver's `Retry-After`.
-    async fn send_until_decided(&mut self, batch: &Batch) -> Decision {
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .without_max_times()
-            .build();
+    /// Sends `part` until the receiver accepts it all or refuses for good; transient failures
+    /// are retried with the sink policy's backoff, at least as long as a capped `Retry-After`.
+    async fn send_until_decided(&mut self, batch: &Batch, mut part: Vec<usize>) -> Decision {
+        let mut backoff = self.policy.backoff().build();
         let mut failures = 0u32;
-        let name = self.sink.name().to_string();
         loop {
-            let err = match self.sink.sink.send(batch).await {
+            let view = view(batch, &part);
+            let mut accepted = Accepted::default();
+            let result = self.sink.send(&view, &mut accepted).await;
+            // Map what the receiver confirmed back to batch indices, and drop it from the part.
+            let poison_at = |index: usize| part.get(index).copied();
+            let result = match result {
+                Err(SinkError::Poison { index, reason }) => match poison_at(index) {
+                    Some(orig) => Err((Some(orig), SinkError::Poison { index: orig, reason })),
+                    // An index outside the batch would be a sink bug; treat it as a refusal.
+                    None => Err((None, SinkError::Rejected(reason))),
+                },
+                Err(e) => Err((None, e)),
+                Ok(()) => Ok(()),
+            };
+            drop(view);
+            if !accepted.is_empty() {
+                let mut done = vec![false; part.len()];
+                for &i in accepted.indices() {
+                    if let Some(d) = done.get_mut(i) {
+                        *d = true;
+                    }
+                }
+                let mut k = 0;
+                part.retain(|_| {
+                    k += 1;
+                    !done[k - 1]
+                });
+            }
+            let err = match result {
                 Ok(()) => {
                     if failures > 0 {
-                        tracing::info!(sink = %name, failures, "sink recovered");
+                        tracing::info!(sink = %self.name, failures, "sink recovered");
                     }
                     return Decision::Sent;
                 }
-                Err(SinkError::Rejected(reason)) => {
-                    self.note_error(&format!("rejected: {reason}")).await;
-                    return Decision::Refused(reason);
+                Err((_, SinkError::Rejected(reason))) => {
+                    self.report.sink_error(&format!("rejected: {reason}")).await;
+                    return Decision::Refused { left: part, reason };
                 }
-                Err(SinkError::Poison { index, reason }) => return Decision::Poison(index, reason),
-                Err(e) => e,
+                Err((Some(index), SinkError::Poison { reason, .. })) => {
+                    part.retain(|i| *i != index);
+                    return Decision::Poison { index, left: part, reason };
+                }
+                Err((_, e)) => e,
             };
+            if part.is_empty() {
+                // Everything was confirmed before the failure.
+                return Decision::Sent;
+            }
             failures += 1;
             let label = if matches!(err, SinkError::Throttled { .. }) { "throttled" } else { "error" };
-            metrics::counter!("auditkeeper_sink_errors_total", "sink" => name.clone(), "kind" => label).increment(1);
+            metrics::counter!("auditkeeper_sink_errors_total", "sink" => self.name.to_string(), "kind" => label)
+                .increment(1);
             if failures == 1 || failures.is_power_of_two() {
-                tracing::error!(sink = %name, error = %err, failures, records = batch.records.len(),
+                tracing::error!(sink = %self.name, error = %err, failures, records = part.len(),
                     "sink send failed; records stay in the spool and will be retried");
             }
-            self.note_error(&err.to_string()).await;
-            if self.drain.is_cancelled() && (self.past_deadline)() {
+            self.report.sink_error(&err.to_string()).await;
+            if self.shutdown.is_draining() && self.shutdown.past_deadline() {
                 return Decision::Shutdown;
             }
-            let mut delay = backoff.next().unwrap_or(Duration::from_secs(30));
-            if let SinkError::Throttled { after: Some(after), .. } = err {
-                delay = delay.max(after.min(Duration::from_secs(300)));
-            }
+            let after = match &err {
+                SinkError::Throttled { after, .. } => *after,
+                _ => None,
+            };
+            let delay = self.policy.delay(backoff.next().unwrap_or(self.policy.max_delay), after);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 // During shutdown keep retrying until the deadline, but notice it promptly.
-                _ = self.drain.cancelled(), if !self.drain.is_cancelled() => {}
+                _ = self.shutdown.draining(), if !self.shutdown.is_draining() => {}
             }
         }
     }
-
-    async fn note_error(&self, message: &str) {
-        let (n, msg) = (self.sink.name().to_string(), message.to_string());
-        let _ = self.pipeline.blocking(move |s| s.record_sink_error(&n, &msg)).await;
-    }
 }
+
+/// The records of `part` as a batch; the whole batch is borrowed, not copied.
+fn view<'b>(batch: &'b Batch, part: &[usize]) -> Cow<'b, Batch> {
+    if part.len() == batch.records.len() {
+        return Cow::Borrowed(batch);
+    }
+    let records: Vec<_> = part.iter().map(|&i| batch.records[i].clone()).collect();
+    let bytes = records.iter().map(|r| r.raw.len() as u64).sum();
+    Cow::Owned(Batch { records, bytes })
+}
+
+#[cfg(test)]
+#[path = "delivery_tests.rs"]
+mod tests;

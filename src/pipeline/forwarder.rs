@@ -9,10 +9,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
-use super::delivery::Delivery;
+use super::delivery::{Delivery, ErrorReport};
 use super::ingest::{Pipeline, PipelineError};
+use super::shutdown::Shutdown;
+use crate::common::RetryPolicy;
 use crate::sinks::{Batch, BuiltSink, OutRecord, RowMeta};
 use crate::store::{DeadLetter, codec};
 
@@ -31,33 +31,45 @@ pub struct Forwarder {
     sink: BuiltSink,
 }
 
-type Deadline = std::sync::Mutex<Option<Instant>>;
+/// Delivery's failed attempts go to the sink's row in the store, for `status`.
+struct StoreReport {
+    pipeline: Arc<Pipeline>,
+    sink: String,
+}
+
+#[async_trait::async_trait]
+impl ErrorReport for StoreReport {
+    async fn sink_error(&self, message: &str) {
+        let (n, msg) = (self.sink.clone(), message.to_string());
+        let _ = self.pipeline.blocking(move |s| s.record_sink_error(&n, &msg)).await;
+    }
+}
 
 impl Forwarder {
     pub fn new(pipeline: Arc<Pipeline>, sink: BuiltSink) -> Forwarder {
         Forwarder { pipeline, sink }
     }
 
-    /// Runs until `drain` is cancelled and the spool is empty for this sink, or `deadline` passes.
-    pub async fn run(mut self, drain: CancellationToken, deadline: Arc<Deadline>) {
+    /// Runs until draining began and the spool is empty for this sink, or the drain deadline passes.
+    pub async fn run(mut self, shutdown: Shutdown) {
         let name = self.sink.name().to_string();
         // A store error (disk full, I/O) must not stop delivery for good: wait, then resume
         // from the committed offset, which is exactly where the undelivered records start.
-        while let Err(e) = self.run_inner(&drain, &deadline).await {
+        while let Err(e) = self.run_inner(&shutdown).await {
             tracing::error!(sink = %name, error = %e, "forwarder hit a store error; resuming from the committed offset in 5s");
             metrics::counter!("auditkeeper_sink_errors_total", "sink" => name.clone(), "kind" => "store").increment(1);
-            if drain.is_cancelled() {
+            if shutdown.is_draining() {
                 break;
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = drain.cancelled() => break,
+                _ = shutdown.draining() => break,
             }
         }
         self.sink.sink.close().await;
     }
 
-    async fn run_inner(&mut self, drain: &CancellationToken, deadline: &Deadline) -> Result<(), PipelineError> {
+    async fn run_inner(&mut self, shutdown: &Shutdown) -> Result<(), PipelineError> {
         let name = self.sink.name().to_string();
         let store = self.pipeline.store.clone();
         let reader = Arc::new(std::sync::Mutex::new(store.spool_reader()?));
@@ -68,7 +80,6 @@ impl Forwarder {
         let mut buffer: VecDeque<DecodedRow> = VecDeque::new();
         let mut next_read = seq;
         let mut wake = self.pipeline.subscribe_spooled();
-        let past_deadline = || deadline.lock().map(|d| d.is_some_and(|d| Instant::now() > d)).unwrap_or(false);
         let mut lingering_since: Option<Instant> = None;
         let mut last_dead_letter_poll = Instant::now() - DEAD_LETTER_POLL;
         let (max_records, max_bytes, linger) =
@@ -81,10 +92,12 @@ impl Forwarder {
             while buffered < max_records {
                 let r = reader.clone();
                 let from = next_read;
-                let rows =
-                    tokio::task::spawn_blocking(move || r.lock().expect("reader").read_from(from, ROWS_PER_READ))
-                        .await
-                        .map_err(|e| PipelineError::Join(e.to_string()))??;
+                // A reader is only a connection: one left by a panicked read is still usable.
+                let rows = tokio::task::spawn_blocking(move || {
+                    r.lock().unwrap_or_else(|p| p.into_inner()).read_from(from, ROWS_PER_READ)
+                })
+                .await
+                .map_err(|e| PipelineError::Join(e.to_string()))??;
                 at_end = rows.len() < ROWS_PER_READ;
                 if rows.is_empty() {
                     break;
@@ -109,14 +122,14 @@ impl Forwarder {
                 && buffered < max_records
                 && buffer.iter().flat_map(|r| r.records.iter()).map(|(_, x)| x.raw.len() as u64).sum::<u64>()
                     < max_bytes;
-            if buffered > 0 && partial && !linger.is_zero() && !drain.is_cancelled() {
+            if buffered > 0 && partial && !linger.is_zero() && !shutdown.is_draining() {
                 let since = *lingering_since.get_or_insert_with(Instant::now);
                 let left = linger.saturating_sub(since.elapsed());
                 if !left.is_zero() {
                     tokio::select! {
                         _ = wake.changed() => {}
                         _ = tokio::time::sleep(left) => {}
-                        _ = drain.cancelled() => {}
+                        _ = shutdown.draining() => {}
                     }
                     continue;
                 }
@@ -161,24 +174,22 @@ impl Forwarder {
                 }
                 if last_dead_letter_poll.elapsed() >= DEAD_LETTER_POLL {
                     last_dead_letter_poll = Instant::now();
-                    if !self.retry_dead_letters(drain, &past_deadline).await? {
+                    if !self.retry_dead_letters(shutdown).await? {
                         return Ok(());
                     }
                 }
-                if drain.is_cancelled() || past_deadline() {
+                if shutdown.is_draining() {
                     return Ok(());
                 }
                 tokio::select! {
                     _ = wake.changed() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = drain.cancelled() => {}
+                    _ = shutdown.draining() => {}
                 }
                 continue;
             }
 
-            let mut delivery =
-                Delivery { pipeline: &self.pipeline, sink: &mut self.sink, drain, past_deadline: &past_deadline };
-            let Some(refused) = delivery.deliver(&batch).await else {
+            let Some(refused) = self.deliver(&batch, shutdown).await else {
                 return Ok(()); // shutdown deadline passed: the batch stays in the spool for next start
             };
             if !refused.is_empty() {
@@ -236,12 +247,20 @@ impl Forwarder {
         Ok(())
     }
 
+    async fn deliver(&mut self, batch: &Batch, shutdown: &Shutdown) -> Option<Vec<(usize, String)>> {
+        let report = StoreReport { pipeline: self.pipeline.clone(), sink: self.sink.common.name.clone() };
+        let mut delivery = Delivery {
+            name: &self.sink.common.name,
+            sink: self.sink.sink.as_mut(),
+            shutdown,
+            report: &report,
+            policy: RetryPolicy::SINK,
+        };
+        delivery.deliver(batch).await
+    }
+
     /// Redelivers dead letters an operator marked for retry. Returns false on shutdown.
-    async fn retry_dead_letters(
-        &mut self,
-        drain: &CancellationToken,
-        past_deadline: &(dyn Fn() -> bool + Sync),
-    ) -> Result<bool, PipelineError> {
+    async fn retry_dead_letters(&mut self, shutdown: &Shutdown) -> Result<bool, PipelineError> {
         let name = self.sink.name().to_string();
         let limit = self.sink.common.batch_records;
         let n = name.clone();
@@ -250,8 +269,7 @@ impl Forwarder {
             return Ok(true);
         }
         let batch = dead_letter_batch(&rows);
-        let mut delivery = Delivery { pipeline: &self.pipeline, sink: &mut self.sink, drain, past_deadline };
-        let Some(refused) = delivery.deliver(&batch).await else {
+        let Some(refused) = self.deliver(&batch, shutdown).await else {
             return Ok(false);
         };
         let refused_idx: std::collections::HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();

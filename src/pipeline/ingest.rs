@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::config::SpoolSettings;
 use super::gate::SpoolGate;
-use crate::config::validate::SpoolSettings;
 use crate::store::{Checkpoint, IngestOutcome, IngestPage, PageRecord, PendingBlob, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

@@ -4,15 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
 use super::ingest::Pipeline;
+use super::shutdown::Shutdown;
 
-pub async fn run(pipeline: Arc<Pipeline>, shutdown: CancellationToken) {
+/// Runs until the forwarders start draining (they may still prune what they deliver last; the
+/// next start does that).
+pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
     let mut last_seen_prune = Instant::now();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.draining() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         let seen_due = last_seen_prune.elapsed() >= pipeline.spool.prune_interval;

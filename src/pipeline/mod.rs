@@ -2,10 +2,12 @@
 //! transaction), the spool gate that pauses polling when limits are hit, forwarders that move
 //! spooled records to each sink, and the maintenance task that prunes.
 
+pub mod config;
 mod delivery;
 pub mod forwarder;
 pub mod gate;
 pub mod ingest;
 pub mod maintenance;
+pub mod shutdown;
 
 pub use ingest::{Pipeline, PipelineError, StreamHandle, StreamKey};

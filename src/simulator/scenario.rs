@@ -85,7 +85,7 @@ impl Default for Scenario {
             client_secret: "sim-secret-do-not-use".into(),
             federated_token: "sim-federated-service-account-token".into(),
             client_certificate_pem: None,
-            content_types: crate::config::CONTENT_TYPES.iter().map(|s| s.to_string()).collect(),
+            content_types: crate::sources::management::config::CONTENT_TYPES.iter().map(|s| s.to_string()).collect(),
             history_days: 2.0,
             history_records: 20_000,
             records_per_blob: 100,

@@ -15,7 +15,7 @@ pub struct SinkFilter {
 
 impl SinkFilter {
     pub fn accepts(&self, m: &RowMeta) -> bool {
-        let tenant_ok = self.tenants.is_empty() || self.tenants.iter().any(|t| *t == m.tenant);
+        let tenant_ok = self.tenants.is_empty() || self.tenants.contains(&m.tenant);
         tenant_ok
             && (self.streams.is_empty()
                 || self.streams.iter().any(|p| {

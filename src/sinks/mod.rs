@@ -1,6 +1,13 @@
 //! Sinks: where spooled records go. Each sink is driven by its own forwarder and only has to
-//! turn a batch into bytes for its receiver and say whether a failure is worth retrying.
+//! turn a batch into bytes for its receiver, mark what the receiver confirmed, and say whether
+//! a failure is worth retrying. Retrying, bisecting and committing belong to `pipeline`.
+//!
+//! A sink knows no source: it sees records as bytes with their tenant, stream and event time.
+//! Each kind's folder holds `config.rs` (raw table, pure `validate`, environment `check`) and
+//! the sink itself (`new` is the build step, run once at start).
 
+pub mod common;
+pub mod config;
 pub mod envelope;
 pub mod eventhubs;
 pub mod file;
@@ -13,7 +20,8 @@ pub mod template;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::config::validate::SinkSettings;
+pub use common::CommonSinkSettings;
+use config::{SinkKind, SinkSettings};
 pub use filter::SinkFilter;
 
 /// Collector metadata shared by every record of one spool row.
@@ -45,7 +53,7 @@ impl OutRecord {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub records: Vec<OutRecord>,
     pub bytes: u64,
@@ -69,30 +77,72 @@ pub enum SinkError {
     Poison { index: usize, reason: String },
 }
 
+/// Which records of the batch being sent the receiver has already confirmed.
+///
+/// A sink that delivers one batch in several requests or messages marks each part as soon as
+/// the receiver confirmed it; when a later part fails, delivery retries only the records not
+/// marked. So retry progress lives in one place (`pipeline::delivery`), not in every sink.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    indices: Vec<usize>,
+}
+
+impl Accepted {
+    /// Record `index` of the batch was confirmed by the receiver.
+    pub fn mark(&mut self, index: usize) {
+        self.indices.push(index);
+    }
+
+    pub fn mark_all(&mut self, indices: impl IntoIterator<Item = usize>) {
+        self.indices.extend(indices);
+    }
+
+    pub fn indices(&self) -> &[usize] {
+        &self.indices
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync {
-    /// Delivers the whole batch durably, or fails; a partial write is retried as a whole.
-    async fn send(&mut self, batch: &Batch) -> Result<(), SinkError>;
+    /// Delivers the whole batch durably, or fails. Parts confirmed before a failure are marked
+    /// in `accepted`; everything else is retried.
+    async fn send(&mut self, batch: &Batch, accepted: &mut Accepted) -> Result<(), SinkError>;
     /// Flushes and releases resources at shutdown.
     async fn close(&mut self) {}
 }
 
+/// Why a sink could not be built at start. Configuration errors are found here or by
+/// `validate`, never at the first send.
 #[derive(Debug, thiserror::Error)]
-#[error("sink {name}: {message}")]
-pub struct SinkBuildError {
-    pub name: String,
-    pub message: String,
+pub enum BuildError {
+    #[error(transparent)]
+    Tls(#[from] crate::common::tls::TlsError),
+    #[error("{what}: {source}")]
+    Secret {
+        what: &'static str,
+        #[source]
+        source: crate::common::SecretError,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("tenant {0} is not configured, so its credential cannot sign this sink's calls")]
+    UnknownTenant(String),
+    #[error("{0}")]
+    Client(String),
 }
 
-/// Settings every sink shares: routing and batching.
-#[derive(Debug, Clone)]
-pub struct CommonSinkSettings {
+#[derive(Debug, thiserror::Error)]
+#[error("sink {name}: {source}")]
+pub struct SinkBuildError {
     pub name: String,
-    pub filter: SinkFilter,
-    pub batch_records: usize,
-    pub batch_bytes: u64,
-    /// How long a partial batch may wait for more records before it is sent anyway.
-    pub linger: std::time::Duration,
+    #[source]
+    pub source: BuildError,
 }
 
 pub struct BuiltSink {
@@ -106,23 +156,21 @@ impl BuiltSink {
     }
 }
 
+/// The build step: reads secrets and certificates and opens what the sink needs.
 pub fn build(s: &SinkSettings, ctx: &BuildContext) -> Result<BuiltSink, SinkBuildError> {
-    let err = |name: &str, e: String| SinkBuildError { name: name.to_string(), message: e };
-    let (common, sink): (CommonSinkSettings, Box<dyn Sink>) = match s {
-        SinkSettings::File(f) => (
-            f.common.clone(),
-            Box::new(file::FileSink::new(f.clone()).map_err(|e| err(&f.common.name, e.to_string()))?),
-        ),
-        SinkSettings::Http(h) => {
-            (h.common.clone(), Box::new(http::HttpSink::new(h.clone(), ctx).map_err(|e| err(&h.common.name, e))?))
+    let name = s.common.name.as_str();
+    let built: Result<Box<dyn Sink>, BuildError> = match &s.kind {
+        SinkKind::File(f) => {
+            file::FileSink::new(f.clone()).map(|x| Box::new(x) as Box<dyn Sink>).map_err(BuildError::Io)
         }
-        SinkSettings::Syslog(y) => (y.common.clone(), Box::new(syslog::SyslogSink::new(y.clone()))),
-        SinkSettings::EventHubs(e) => (
-            e.common.clone(),
-            Box::new(eventhubs::EventHubsSink::new(e.clone(), ctx).map_err(|m| err(&e.common.name, m))?),
-        ),
+        SinkKind::Http(h) => http::HttpSink::new(name, h.clone(), ctx).map(|x| Box::new(x) as Box<dyn Sink>),
+        SinkKind::Syslog(y) => syslog::SyslogSink::new(name, y.clone()).map(|x| Box::new(x) as Box<dyn Sink>),
+        SinkKind::EventHubs(e) => {
+            eventhubs::EventHubsSink::new(name, e.clone(), ctx).map(|x| Box::new(x) as Box<dyn Sink>)
+        }
     };
-    Ok(BuiltSink { common, sink })
+    let sink = built.map_err(|source| SinkBuildError { name: name.to_string(), source })?;
+    Ok(BuiltSink { common: s.common.clone(), sink })
 }
 
 /// What a sink may borrow from the daemon: tenant credentials (Azure Monitor and Event Hubs can

@@ -10,10 +10,18 @@ pub fn init_logging(format: &str, level: &str) {
     let _ = if format == "json" { b.json().try_init() } else { b.try_init() };
 }
 
-pub fn init_metrics(listen: Option<SocketAddr>) -> Result<(), String> {
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start metrics endpoint on {addr}: {source}")]
+pub struct MetricsError {
+    addr: SocketAddr,
+    #[source]
+    source: metrics_exporter_prometheus::BuildError,
+}
+
+pub fn init_metrics(listen: Option<SocketAddr>) -> Result<(), MetricsError> {
     let Some(addr) = listen else { return Ok(()) };
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()
-        .map_err(|e| format!("cannot start metrics endpoint on {addr}: {e}"))
+        .map_err(|source| MetricsError { addr, source })
 }

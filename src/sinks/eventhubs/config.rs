@@ -6,11 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::schema::{BatchConfig, opt_size};
-use crate::config::sinks::{BatchDefaults, CommonRaw, common};
-use crate::config::validate::{Issues, SecretSource};
-use crate::sinks::CommonSinkSettings;
-use crate::sinks::http::config::secret;
+use crate::common::{Issues, SecretSource};
+use crate::sinks::common::BatchDefaults;
 
 /// The largest message a Standard, Premium or Dedicated hub accepts; Basic takes 256 KB.
 pub const STANDARD_MAX_MESSAGE: u64 = 1 << 20;
@@ -18,13 +15,6 @@ pub const STANDARD_MAX_MESSAGE: u64 = 1 << 20;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventHubsSinkConfig {
-    pub name: Option<String>,
-    #[serde(default)]
-    pub tenants: Vec<String>,
-    #[serde(default)]
-    pub streams: Vec<String>,
-    #[serde(default)]
-    pub batch: BatchConfig,
     /// Fully qualified namespace, e.g. `contoso-soc.servicebus.windows.net`.
     pub namespace: Option<String>,
     pub event_hub: Option<String>,
@@ -42,7 +32,7 @@ pub struct EventHubsSinkConfig {
     pub token_file: Option<PathBuf>,
     /// `none` (round robin), `tenant`, `stream` or `tenant_stream`.
     pub partitioning: Option<String>,
-    #[serde(default, deserialize_with = "opt_size")]
+    #[serde(default, deserialize_with = "crate::common::size::opt")]
     pub max_message_bytes: Option<u64>,
     /// `amqp` (TCP 5671, default) or `websockets` (443).
     pub transport: Option<String>,
@@ -90,7 +80,6 @@ impl HubAuth {
 
 #[derive(Debug, Clone)]
 pub struct EventHubsSinkSettings {
-    pub common: CommonSinkSettings,
     /// Taken from the connection string's `Endpoint` when not configured.
     pub namespace: Option<String>,
     /// Taken from the connection string's `EntityPath` when not configured.
@@ -103,19 +92,20 @@ pub struct EventHubsSinkSettings {
     pub timeout: Duration,
 }
 
-pub(crate) fn validate(
+/// A forwarder batch may span several AMQP messages; they are sent in order and a retry
+/// resumes after the ones the hub accepted, so a larger batch only costs memory.
+pub const BATCH: BatchDefaults =
+    BatchDefaults { records: 4000, bytes: 8 << 20, hard_bytes: 256 << 20, linger: Duration::from_millis(200) };
+
+pub fn validate(
     is: &mut Issues,
     prefix: &str,
     c: &EventHubsSinkConfig,
     tenants: &[String],
 ) -> Option<EventHubsSinkSettings> {
     let p = |k: &str| format!("{prefix}.{k}");
-    // A forwarder batch may span several AMQP messages; they are sent in order and a retry
-    // resumes after the ones the hub accepted, so a larger batch only costs memory.
-    let d = BatchDefaults { records: 4000, bytes: 8 << 20, hard_bytes: 256 << 20, linger: Duration::from_millis(200) };
-    let raw = CommonRaw { name: &c.name, tenants: &c.tenants, streams: &c.streams, batch: &c.batch };
-    let common = common(is, prefix, raw, d, tenants);
-    let conn = secret(is, &p, "connection_string", &c.connection_string_file, &c.connection_string_env);
+    let conn =
+        SecretSource::from_keys(is, prefix, "connection_string", &c.connection_string_file, &c.connection_string_env);
     let kind = c.auth.as_deref().unwrap_or(if conn.is_some() { "connection_string" } else { "" });
     let auth = match kind {
         "connection_string" => {
@@ -225,7 +215,6 @@ pub(crate) fn validate(
         is.add(p("timeout"), "must be at least 1s");
     }
     Some(EventHubsSinkSettings {
-        common: common?,
         namespace: c.namespace.clone(),
         event_hub: c.event_hub.clone(),
         auth: auth?,
@@ -266,6 +255,55 @@ fn endpoint(is: &mut Issues, path: &str, e: &str) -> Option<url::Url> {
         s => {
             is.add(path, format!("scheme {s:?}: use amqps://host:port"));
             None
+        }
+    }
+}
+
+impl EventHubsSinkSettings {
+    /// The environment check: the connection string is readable and well formed, or the
+    /// workload identity has its tenant, client and token file.
+    pub fn check(&self, is: &mut Issues, prefix: &str) {
+        let p = |k: &str| format!("{prefix}.{k}");
+        match &self.auth {
+            HubAuth::ConnectionString(src) => {
+                let key = match src {
+                    SecretSource::File(_) => p("connection_string_file"),
+                    SecretSource::Env(_) => p("connection_string_env"),
+                };
+                match super::credential::connection_string(src) {
+                    Err(e) => is.add(key, e.to_string()),
+                    Ok((cs, _)) => {
+                        if let SecretSource::File(f) = src {
+                            let f = crate::common::secret::expand_credentials_dir(f);
+                            crate::common::secret::warn_if_world_readable(is, &key, &f);
+                        }
+                        if self.event_hub.is_none() && super::credential::names(&cs).1.is_none() {
+                            is.add(p("event_hub"), "is required: the connection string has no EntityPath")
+                        }
+                    }
+                }
+            }
+            HubAuth::WorkloadIdentity { token_file, tenant_id, client_id } => {
+                for (key, set, var) in [
+                    ("tenant_id", tenant_id.is_some(), "AZURE_TENANT_ID"),
+                    ("client_id", client_id.is_some(), "AZURE_CLIENT_ID"),
+                ] {
+                    if !set && std::env::var(var).map(|v| v.trim().is_empty()).unwrap_or(true) {
+                        is.add(p(key), format!("is required when {var} is not set"));
+                    }
+                }
+                let file =
+                    token_file.clone().or_else(|| std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").map(Into::into));
+                match file {
+                    None => is.add(p("token_file"), "is required when AZURE_FEDERATED_TOKEN_FILE is not set"),
+                    Some(f) => {
+                        if let Err(x) = std::fs::metadata(&f) {
+                            is.add(p("token_file"), format!("cannot read {}: {x}", f.display()));
+                        }
+                    }
+                }
+            }
+            HubAuth::Tenant(_) | HubAuth::ManagedIdentity { .. } => {}
         }
     }
 }

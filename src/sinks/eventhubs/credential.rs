@@ -15,20 +15,35 @@ use azure_identity::{
 };
 
 use super::config::HubAuth;
-use crate::auth::{TenantAuth, read_secret};
-use crate::sinks::BuildContext;
+use crate::auth::TenantAuth;
+use crate::common::{SecretError, SecretSource};
+use crate::sinks::{BuildContext, BuildError};
+
+const SHAPE: &str =
+    "expected Endpoint=sb://<namespace>/;SharedAccessKeyName=<policy>;SharedAccessKey=<key>[;EntityPath=<hub>]";
+
+/// What is wrong with a connection string, without echoing any of it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionStringError {
+    #[error("connection string: {0}")]
+    Read(#[from] SecretError),
+    #[error("connection string has no Endpoint ({SHAPE})")]
+    NoEndpoint,
+    #[error("connection string has neither SharedAccessKeyName+SharedAccessKey nor SharedAccessSignature ({SHAPE})")]
+    NoKey,
+}
 
 /// What `ProducerClient` is opened with.
 pub enum Opener {
     /// The connection string is re-read from its source at every open.
-    ConnectionString(crate::config::validate::SecretSource),
+    ConnectionString(SecretSource),
     Token {
         credential: Arc<dyn TokenCredential>,
         tenant: Option<Arc<TenantAuth>>,
     },
 }
 
-pub fn opener(auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, String> {
+pub fn opener(auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, BuildError> {
     let client_options = || {
         let mut o = ClientOptions::default();
         if let Some(http) = &ctx.http {
@@ -40,7 +55,7 @@ pub fn opener(auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, String> {
     Ok(match auth {
         HubAuth::ConnectionString(src) => Opener::ConnectionString(src.clone()),
         HubAuth::Tenant(t) => {
-            let a = ctx.auth.get(t).cloned().ok_or_else(|| format!("tenant {t} has no credential"))?;
+            let a = ctx.auth.get(t).cloned().ok_or_else(|| BuildError::UnknownTenant(t.clone()))?;
             Opener::Token { credential: Arc::new(TenantCredential(a.clone())), tenant: Some(a) }
         }
         HubAuth::ManagedIdentity { client_id } => {
@@ -49,7 +64,7 @@ pub fn opener(auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, String> {
                 client_options: client_options(),
             };
             let c = ManagedIdentityCredential::new(Some(options))
-                .map_err(|e| format!("managed identity: {}", crate::http::error_chain(&e)))?;
+                .map_err(|e| BuildError::Client(format!("managed identity: {}", crate::http::error_chain(&e))))?;
             Opener::Token { credential: c, tenant: None }
         }
         HubAuth::WorkloadIdentity { tenant_id, client_id, token_file } => {
@@ -61,15 +76,15 @@ pub fn opener(auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, String> {
                 ..Default::default()
             };
             let c = WorkloadIdentityCredential::new(Some(options))
-                .map_err(|e| format!("workload identity: {}", crate::http::error_chain(&e)))?;
+                .map_err(|e| BuildError::Client(format!("workload identity: {}", crate::http::error_chain(&e))))?;
             Opener::Token { credential: c, tenant: None }
         }
     })
 }
 
 /// Reads the connection string and the secrets in it that errors must never show.
-pub fn connection_string(src: &crate::config::validate::SecretSource) -> Result<(String, Vec<String>), String> {
-    let cs = read_secret(src).map_err(|e| format!("connection string: {e}"))?;
+pub fn connection_string(src: &SecretSource) -> Result<(String, Vec<String>), ConnectionStringError> {
+    let cs = src.read()?;
     let mut secrets = vec![cs.clone()];
     for part in cs.split(';') {
         if let Some((k, v)) = part.split_once('=')
@@ -97,20 +112,16 @@ pub fn names(cs: &str) -> (Option<String>, Option<String>) {
 }
 
 /// Names what is missing from a connection string without echoing any of it.
-pub fn check_connection_string(cs: &str) -> Result<(), String> {
+pub fn check_connection_string(cs: &str) -> Result<(), ConnectionStringError> {
     let keys: Vec<String> =
         cs.split(';').filter_map(|p| p.split_once('=')).map(|(k, _)| k.trim().to_ascii_lowercase()).collect();
     let has = |k: &str| keys.iter().any(|x| x == k);
-    let shape =
-        "expected Endpoint=sb://<namespace>/;SharedAccessKeyName=<policy>;SharedAccessKey=<key>[;EntityPath=<hub>]";
     if !has("endpoint") {
-        return Err(format!("connection string has no Endpoint ({shape})"));
+        return Err(ConnectionStringError::NoEndpoint);
     }
     let key_pair = has("sharedaccesskey") && has("sharedaccesskeyname");
     if !key_pair && !has("sharedaccesssignature") {
-        return Err(format!(
-            "connection string has neither SharedAccessKeyName+SharedAccessKey nor SharedAccessSignature ({shape})"
-        ));
+        return Err(ConnectionStringError::NoKey);
     }
     Ok(())
 }

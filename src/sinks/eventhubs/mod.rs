@@ -8,8 +8,9 @@
 //!   transport errors are retried.
 //! - A forwarder batch may become several AMQP messages (one partition key each, each under
 //!   the size limit). They are all built before the first is sent, so a record that can never
-//!   fit is reported as poison before anything leaves; and a retry skips the records the hub
-//!   already accepted, so a failure in the third message does not resend the first two.
+//!   fit is reported as poison before anything leaves. Each message the hub settled Accepted is
+//!   marked in `Accepted`, so delivery's retry leaves those records out and a failure in the
+//!   third message does not resend the first two.
 
 pub mod config;
 pub mod credential;
@@ -26,20 +27,19 @@ use config::{EventHubsSinkSettings, Partitioning};
 use credential::Opener;
 use outcome::{OutcomeWatch, Unsettled};
 
-use crate::sinks::{Batch, BuildContext, OutRecord, Sink, SinkError, redact};
+use crate::sinks::{Accepted, Batch, BuildContext, BuildError, OutRecord, Sink, SinkError, redact};
 
 /// The Basic tier's limit, the smallest any hub accepts.
 const BASIC_MAX_MESSAGE: u64 = 256_000;
 
 pub struct EventHubsSink {
+    name: String,
     s: EventHubsSinkSettings,
     opener: Opener,
     client: Option<ProducerClient>,
     watch: OutcomeWatch,
     /// Strings no error may show: the connection string and its key.
     secrets: Vec<String>,
-    /// Records of the batch being retried that the hub already accepted.
-    progress: Option<Progress>,
     /// The link's own limit, once it turned out lower than `max_message_bytes`.
     link_limit: Option<u64>,
     /// Set when a failure leaves the connection in doubt (a timeout, a transport error), so
@@ -49,26 +49,16 @@ pub struct EventHubsSink {
     from_conn: (Option<String>, Option<String>),
 }
 
-struct Progress {
-    key: (String, String, usize),
-    sent: Vec<bool>,
-}
-
-fn batch_key(b: &Batch) -> (String, String, usize) {
-    let id = |r: Option<&OutRecord>| r.map(|r| r.id().to_string()).unwrap_or_default();
-    (id(b.records.first()), id(b.records.last()), b.records.len())
-}
-
 impl EventHubsSink {
-    pub fn new(s: EventHubsSinkSettings, ctx: &BuildContext) -> Result<EventHubsSink, String> {
+    pub fn new(name: &str, s: EventHubsSinkSettings, ctx: &BuildContext) -> Result<EventHubsSink, BuildError> {
         let opener = credential::opener(&s.auth, ctx)?;
         Ok(EventHubsSink {
+            name: name.to_string(),
             s,
             opener,
             client: None,
             watch: OutcomeWatch::new(),
             secrets: Vec::new(),
-            progress: None,
             link_limit: None,
             from_conn: (None, None),
             doubt: false,
@@ -108,7 +98,8 @@ impl EventHubsSink {
         let hub = self.s.event_hub.clone();
         let conn = match &self.opener {
             Opener::ConnectionString(src) => {
-                let (cs, secrets) = credential::connection_string(src).map_err(SinkError::Retryable)?;
+                let (cs, secrets) =
+                    credential::connection_string(src).map_err(|e| SinkError::Retryable(e.to_string()))?;
                 // Keep the old ones too: a rotated key may still appear in a late error.
                 for s in secrets {
                     if !self.secrets.contains(&s) {
@@ -173,7 +164,7 @@ impl EventHubsSink {
         match client.create_batch(Some(opts)).await {
             Ok(b) => Ok(b),
             Err(EventHubsError { kind: ErrorKind::InvalidBatchSize { max_allowed, .. } }) if max_allowed > 0 => {
-                tracing::warn!(sink = %self.s.common.name, configured = max, link = max_allowed,
+                tracing::warn!(sink = %self.name, configured = max, link = max_allowed,
                     "the hub accepts smaller messages than max_message_bytes (a Basic tier hub?); using the hub's limit");
                 self.link_limit = Some(max_allowed);
                 let opts = EventDataBatchOptions {
@@ -202,11 +193,16 @@ impl EventHubsSink {
         }
     }
 
-    async fn send_inner(&mut self, client: &ProducerClient, batch: &Batch, sent: &mut [bool]) -> Result<(), SinkError> {
-        // Group what is left by partition key, keeping spool order within each key.
+    async fn send_inner(
+        &mut self,
+        client: &ProducerClient,
+        batch: &Batch,
+        accepted: &mut Accepted,
+    ) -> Result<(), SinkError> {
+        // Group by partition key, keeping spool order within each key.
         let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
         let mut slot: HashMap<Option<String>, usize> = HashMap::new();
-        for (i, r) in batch.records.iter().enumerate().filter(|(i, _)| !sent[*i]) {
+        for (i, r) in batch.records.iter().enumerate() {
             let key = self.partition_key(r);
             let g = *slot.entry(key.clone()).or_insert_with(|| {
                 groups.push((key, Vec::new()));
@@ -271,9 +267,8 @@ impl EventHubsSink {
                     members.len()
                 )));
             }
-            for i in members {
-                sent[i] = true;
-            }
+            // Settled Accepted: a retry of this batch leaves these records out.
+            accepted.mark_all(members);
         }
         Ok(())
     }
@@ -285,7 +280,7 @@ impl EventHubsSink {
         let cur = self.link_limit.unwrap_or(self.s.max_message_bytes);
         let next = (cur / 2).max(BASIC_MAX_MESSAGE).min(cur);
         if next < cur {
-            tracing::warn!(sink = %self.s.common.name, from = cur, to = next,
+            tracing::warn!(sink = %self.name, from = cur, to = next,
                 "the hub refused a message as too large; sending smaller messages");
             self.link_limit = Some(next);
         }
@@ -323,22 +318,13 @@ fn event(r: &OutRecord) -> EventData {
 
 #[async_trait::async_trait]
 impl Sink for EventHubsSink {
-    async fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
+    async fn send(&mut self, batch: &Batch, accepted: &mut Accepted) -> Result<(), SinkError> {
         let client = match self.client.take() {
             Some(c) => c,
-            // Progress stays untouched when the hub cannot be reached at all.
             None => self.open().await?,
         };
-        let key = batch_key(batch);
-        let mut sent = match self.progress.take() {
-            Some(p) if p.key == key => p.sent,
-            _ => vec![false; batch.records.len()],
-        };
         self.doubt = false;
-        let r = self.send_inner(&client, batch, &mut sent).await;
-        if r.is_err() {
-            self.progress = Some(Progress { key, sent });
-        }
+        let r = self.send_inner(&client, batch, accepted).await;
         if self.doubt {
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ pub fn gzip_file(path: &Path) -> std::io::Result<PathBuf> {
     let tmp = PathBuf::from(format!("{}.gz.tmp", path.display()));
     {
         let mut input = BufReader::new(File::open(path)?);
-        let out = File::create(&tmp)?;
+        let out = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
         let mut enc = GzEncoder::new(BufWriter::new(out), Compression::default());
         std::io::copy(&mut input, &mut enc)?;
         let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;

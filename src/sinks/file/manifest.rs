@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -63,39 +64,16 @@ fn sha256_file(p: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), n))
 }
 
-/// Which field holds a record's event time, from the stream's directory (`tenant/source/stream`).
-fn time_field(rel: &str) -> Option<&'static str> {
-    let mut parts = rel.split('/');
-    let (_, source, stream) = (parts.next()?, parts.next()?, parts.next()?);
-    if source == "management" {
-        return Some("CreationTime");
-    }
-    crate::sources::graph::spec::find(stream).map(|s| s.time_field)
-}
-
-/// Records and event-time range of a sealed `.jsonl.gz` (enveloped lines are looked into).
-fn scan(p: &Path, field: Option<&str>) -> std::io::Result<(u64, Option<i64>, Option<i64>)> {
+/// Records in a sealed `.jsonl.gz`: counted from the file itself, never trusted from elsewhere.
+fn count_records(p: &Path) -> std::io::Result<u64> {
     let r = BufReader::new(flate2::read::MultiGzDecoder::new(File::open(p)?));
-    let (mut n, mut lo, mut hi) = (0u64, None::<i64>, None::<i64>);
+    let mut n = 0u64;
     for line in r.split(b'\n') {
-        let line = line?;
-        if line.is_empty() {
-            continue;
-        }
-        n += 1;
-        let Some(f) = field else { continue };
-        let v: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
-        let t = v
-            .get(f)
-            .or_else(|| v.get("record").and_then(|r| r.get(f)))
-            .and_then(|t| t.as_str())
-            .and_then(crate::sources::record::parse_time_ms);
-        if let Some(t) = t {
-            lo = Some(lo.map_or(t, |x: i64| x.min(t)));
-            hi = Some(hi.map_or(t, |x: i64| x.max(t)));
+        if !line?.is_empty() {
+            n += 1;
         }
     }
-    Ok((n, lo, hi))
+    Ok(n)
 }
 
 fn ts(ms: i64) -> String {
@@ -120,7 +98,7 @@ fn read_lines(path: &Path, repair: bool) -> std::io::Result<Vec<String>> {
 
 impl Manifest {
     pub fn open(root: &Path) -> std::io::Result<Manifest> {
-        std::fs::create_dir_all(root)?;
+        crate::common::dirs::create_private(root)?;
         read_lines(&root.join(FILE), true)?;
         Ok(Manifest { root: root.to_path_buf(), lock: Mutex::new(()) })
     }
@@ -134,7 +112,7 @@ impl Manifest {
         e.prev = lines.last().map(|l| sha256_hex(l.as_bytes())).unwrap_or_else(|| GENESIS.into());
         let mut line = serde_json::to_string(&e).map_err(std::io::Error::other)?;
         line.push('\n');
-        let mut f = OpenOptions::new().create(true).append(true).open(self.root.join(FILE))?;
+        let mut f = OpenOptions::new().create(true).append(true).mode(0o600).open(self.root.join(FILE))?;
         f.write_all(line.as_bytes())?;
         f.sync_all()
     }
@@ -152,21 +130,26 @@ impl Manifest {
             return Ok(());
         }
         let (sha, bytes) = sha256_file(gz)?;
-        let (records, lo, hi) = scan(gz, time_field(&rel))?;
+        let records = count_records(gz)?;
+        // The event-time range the writer kept beside the file (absent for files written before
+        // it did, or if the sidecar was lost: the entry then has no range, never a wrong one).
+        let range = super::writer::read_range(gz);
         let e = Entry {
             seq: 0,
             kind: "file".into(),
             path: rel,
             records,
-            first_event: lo.map(ts),
-            last_event: hi.map(ts),
+            first_event: range.map(|r| ts(r.first_ms)),
+            last_event: range.map(|r| ts(r.last_ms)),
             sha256: sha,
             bytes,
             at: ts(chrono::Utc::now().timestamp_millis()),
             reason: None,
             prev: String::new(),
         };
-        self.append(&lines, e)
+        self.append(&lines, e)?;
+        let _ = std::fs::remove_file(super::writer::range_path(gz));
+        Ok(())
     }
 
     /// Seals every compressed file the manifest does not list yet (after a crash).
@@ -194,7 +177,11 @@ impl Manifest {
             if day >= cutoff {
                 continue;
             }
-            match std::fs::remove_file(self.root.join(&e.path)) {
+            let Some(target) = inside(&self.root, &e.path) else {
+                tracing::error!(path = %e.path, "archive retention: manifest entry names a path outside the archive; not deleting it");
+                continue;
+            };
+            match std::fs::remove_file(target) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => return Err(err),
@@ -211,6 +198,19 @@ impl Manifest {
         }
         Ok(n)
     }
+}
+
+/// `root/rel`, only if it stays under `root` once `..` and symlinks are resolved: a tampered
+/// manifest must never make retention delete anything else.
+fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
+    let rel = Path::new(rel);
+    if !rel.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return None;
+    }
+    let full = root.join(rel);
+    let real_root = root.canonicalize().ok()?;
+    let real_parent = full.parent()?.canonicalize().ok()?;
+    real_parent.starts_with(&real_root).then_some(full)
 }
 
 /// Compressed files under `root` that the manifest does not list as sealed.
@@ -235,6 +235,21 @@ fn unlisted(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retention_only_resolves_paths_under_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("archive");
+        std::fs::create_dir_all(root.join("t/management/x")).unwrap();
+        std::os::unix::fs::symlink(d.path(), root.join("t/escape")).unwrap();
+        assert!(super::inside(&root, "t/management/x/2026-01-01-000.jsonl.gz").is_some());
+        for bad in ["../outside.gz", "/etc/passwd", "t/../../outside.gz", "t/escape/outside.gz", ""] {
+            assert!(super::inside(&root, bad).is_none(), "{bad}");
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@
 //! last event time of its records for searching by event time.
 
 mod compress;
+pub mod config;
 pub mod manifest;
 pub mod read;
 mod writer;
@@ -17,11 +18,12 @@ mod writer;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::validate::FileSinkSettings;
-use crate::sinks::{Batch, OutRecord, Sink, SinkError};
+use crate::sinks::{Accepted, Batch, OutRecord, Sink, SinkError};
+use config::FileSinkSettings;
 use writer::StreamFile;
 
 pub use compress::gzip_file;
+pub use writer::{EventRange, read_range, write_range};
 
 pub struct FileSink {
     settings: FileSinkSettings,
@@ -36,7 +38,7 @@ impl FileSink {
         // A directory that is unusable right now is not fatal: polling goes on, records wait in
         // the spool, and every send retries until the directory is back.
         let mut manifest = None;
-        match std::fs::create_dir_all(&settings.path) {
+        match crate::common::dirs::create_private(&settings.path) {
             Ok(()) => {
                 if settings.archive {
                     let m = Arc::new(manifest::Manifest::open(&settings.path)?);
@@ -86,24 +88,25 @@ impl FileSink {
 
 #[async_trait::async_trait]
 impl Sink for FileSink {
-    async fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
+    async fn send(&mut self, batch: &Batch, _: &mut Accepted) -> Result<(), SinkError> {
         let today = chrono::Utc::now().date_naive();
         self.retention(today);
         let manifest = self.manifest.clone();
         let rotate = self.settings.rotate_bytes;
         let root = self.settings.path.clone();
+        let archive = self.settings.archive;
         let mut touched: Vec<(String, String, String)> = Vec::new();
         let res: std::io::Result<()> = (|| {
             for r in &batch.records {
                 let key = (r.meta.tenant.clone(), r.meta.source.clone(), r.meta.name.clone());
                 self.encode(r);
                 if !self.files.contains_key(&key) {
-                    let f = StreamFile::open(&root, &key, today)?;
+                    let f = StreamFile::open(&root, &key, today, archive)?;
                     self.files.insert(key.clone(), f);
                 }
                 let f = self.files.get_mut(&key).expect("inserted above");
                 f.ensure_current(&root, &key, today, rotate, manifest.as_ref())?;
-                f.write(&self.line)?;
+                f.write(&self.line, r.event_time_ms)?;
                 if !touched.contains(&key) {
                     touched.push(key);
                 }

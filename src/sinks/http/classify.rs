@@ -20,6 +20,12 @@ pub fn status(code: StatusCode, after: Option<Duration>, body: &str) -> Result<(
     let msg = format!("HTTP {}{}{}", code.as_u16(), if body.is_empty() { "" } else { ": " }, body);
     match code.as_u16() {
         200..=299 => Ok(()),
+        // Redirects are not followed (see `build_client`): the URL is wrong, and no record of
+        // this batch reached anyone.
+        300..=399 => Err(SinkError::Retryable(format!(
+            "HTTP {} redirect: the receiver moved; set the sink's url to where it points (nothing was delivered)",
+            code.as_u16()
+        ))),
         // Sumo Logic drops the data on 429 and expects a resend; every receiver here means "later".
         408 | 429 => Err(SinkError::Throttled { message: msg, after }),
         401 | 403 => Err(SinkError::Retryable(format!("{msg} (check the sink's credential)"))),
@@ -45,6 +51,8 @@ mod tests {
         assert!(matches!(s(401), Err(SinkError::Retryable(_))));
         assert!(matches!(s(404), Err(SinkError::Retryable(_))));
         assert!(matches!(s(503), Err(SinkError::Retryable(_))));
+        assert!(matches!(s(302), Err(SinkError::Retryable(m)) if m.contains("nothing was delivered")));
+        assert!(matches!(s(301), Err(SinkError::Retryable(_))) && matches!(s(307), Err(SinkError::Retryable(_))));
         let t = status(StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(7)), "busy");
         assert!(matches!(t, Err(SinkError::Throttled { after: Some(d), .. }) if d.as_secs() == 7));
     }

@@ -1,5 +1,6 @@
-//! `type = "http"`: the operator's table, and its pure validation into settings. Secrets (the
-//! Sumo Logic URL, HEC tokens, passwords) are named here by file or variable and read at start.
+//! `type = "http"`: the operator's table, its pure validation into settings, and the checks of
+//! its files at start. Secrets (the Sumo Logic URL, HEC tokens, passwords) are named here by
+//! file or variable and read by the environment check and at build.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,10 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::schema::{BatchConfig, opt_size};
-use crate::config::sinks::{BatchDefaults, CommonRaw, common};
-use crate::config::validate::{Issues, SecretSource};
-use crate::sinks::CommonSinkSettings;
+use crate::common::tls::TlsClientSettings;
+use crate::common::{Issues, SecretSource};
+use crate::sinks::common::BatchDefaults;
 use crate::sinks::template::Template;
 
 /// Sumo Logic and Azure Monitor refuse more than 1 MB per request.
@@ -19,13 +19,6 @@ pub const ONE_MB: u64 = 1_000_000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkConfig {
-    pub name: Option<String>,
-    #[serde(default)]
-    pub tenants: Vec<String>,
-    #[serde(default)]
-    pub streams: Vec<String>,
-    #[serde(default)]
-    pub batch: BatchConfig,
     /// `sumologic`, `splunk_hec`, `azure_monitor` or `generic`.
     pub preset: Option<String>,
     pub url: Option<String>,
@@ -42,7 +35,7 @@ pub struct HttpSinkConfig {
     pub client_key_file: Option<PathBuf>,
     #[serde(default)]
     pub tls_insecure_skip_verify: bool,
-    #[serde(default, deserialize_with = "opt_size")]
+    #[serde(default, deserialize_with = "crate::common::size::opt")]
     pub max_body_bytes: Option<u64>,
     // generic and splunk_hec credentials
     pub auth: Option<String>,
@@ -136,35 +129,57 @@ pub enum Preset {
     },
 }
 
-#[derive(Debug, Clone)]
+/// No `Debug`: the settings name where secrets live, and a derived `Debug` of a future field
+/// holding one would print it. `Debug` below shows only what is safe.
+#[derive(Clone)]
 pub struct HttpSinkSettings {
-    pub common: CommonSinkSettings,
     pub preset: Preset,
     pub url: UrlSource,
     pub gzip: bool,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
-    pub ca_file: Option<PathBuf>,
-    pub client_identity: Option<(PathBuf, PathBuf)>,
+    pub tls: TlsClientSettings,
     pub insecure: bool,
     pub max_body_bytes: u64,
 }
 
-pub(crate) fn secret(
-    is: &mut Issues,
-    p: &dyn Fn(&str) -> String,
-    key: &str,
-    file: &Option<PathBuf>,
-    env: &Option<String>,
-) -> Option<SecretSource> {
-    match (file, env) {
-        (Some(f), None) => Some(SecretSource::File(f.clone())),
-        (None, Some(e)) => Some(SecretSource::Env(e.clone())),
-        (Some(_), Some(_)) => {
-            is.add(p(&format!("{key}_file")), format!("set either {key}_file or {key}_env, not both"));
-            None
-        }
-        (None, None) => None,
+impl std::fmt::Debug for HttpSinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match &self.url {
+            UrlSource::Inline(u) => crate::sinks::redact::url(u),
+            UrlSource::Secret(_) => "<from a secret>".into(),
+        };
+        f.debug_struct("HttpSinkSettings")
+            .field("url", &url)
+            .field("gzip", &self.gzip)
+            .field("timeout", &self.timeout)
+            .field("insecure", &self.insecure)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hard_body_limit(preset: Option<&str>) -> u64 {
+    match preset {
+        Some("sumologic" | "azure_monitor") => ONE_MB,
+        _ => 100 << 20,
+    }
+}
+
+/// Batches a little under one request, so most batches are exactly one POST.
+pub fn batch_defaults(c: &HttpSinkConfig) -> BatchDefaults {
+    let hard = hard_body_limit(c.preset.as_deref());
+    let body = c.max_body_bytes.unwrap_or(hard.min(ONE_MB)).clamp(1, hard);
+    BatchDefaults { records: 2000, bytes: (body * 9 / 10).max(1), hard_bytes: 1 << 30, linger: Duration::from_secs(1) }
+}
+
+/// True when `u` points at this machine: the only place a credential may go in clear text.
+fn loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
     }
 }
 
@@ -176,33 +191,19 @@ fn templates(is: &mut Issues, path: String, m: &BTreeMap<String, String>) -> Vec
     m.iter().filter_map(|(k, v)| Some((k.clone(), template(is, format!("{path}.{k}"), &Some(v.clone()))?))).collect()
 }
 
-pub(crate) fn validate(
-    is: &mut Issues,
-    prefix: &str,
-    c: &HttpSinkConfig,
-    tenants: &[String],
-) -> Option<HttpSinkSettings> {
+pub fn validate(is: &mut Issues, prefix: &str, c: &HttpSinkConfig, tenants: &[String]) -> Option<HttpSinkSettings> {
     let p = |k: &str| format!("{prefix}.{k}");
-    let preset_name = is.required(&c.preset, p("preset"))?;
-    let hard = match preset_name.as_str() {
-        "sumologic" | "azure_monitor" => ONE_MB,
-        _ => 100 << 20,
+    let secret = |is: &mut Issues, key: &str, file: &Option<PathBuf>, env: &Option<String>| {
+        SecretSource::from_keys(is, prefix, key, file, env)
     };
+    let preset_name = is.required(&c.preset, p("preset"))?;
+    let hard = hard_body_limit(Some(&preset_name));
     let max_body_bytes = c.max_body_bytes.unwrap_or(hard.min(ONE_MB));
     if max_body_bytes == 0 || max_body_bytes > hard {
         is.add(p("max_body_bytes"), format!("must be between 1 and {hard} bytes for preset {preset_name}"));
     }
-    // Batches a little under one request, so most batches are exactly one POST.
-    let d = BatchDefaults {
-        records: 2000,
-        bytes: max_body_bytes * 9 / 10,
-        hard_bytes: 1 << 30,
-        linger: Duration::from_secs(1),
-    };
-    let raw = CommonRaw { name: &c.name, tenants: &c.tenants, streams: &c.streams, batch: &c.batch };
-    let common = common(is, prefix, raw, d, tenants);
 
-    let url = match (&c.url, secret(is, &p, "url", &c.url_file, &c.url_env)) {
+    let url = match (&c.url, secret(is, "url", &c.url_file, &c.url_env)) {
         (Some(u), None) => match url::Url::parse(u) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(UrlSource::Inline(u)),
             Ok(_) => {
@@ -232,14 +233,13 @@ pub(crate) fn validate(
             true
         }
     };
-    let client_identity = match (&c.client_cert_file, &c.client_key_file) {
-        (Some(a), Some(b)) => Some((a.clone(), b.clone())),
-        (None, None) => None,
-        _ => {
-            is.add(p("client_cert_file"), "client_cert_file and client_key_file go together");
-            None
-        }
-    };
+    let tls = TlsClientSettings::from_keys(is, prefix, &c.ca_file, &c.client_cert_file, &c.client_key_file);
+    if c.tls_insecure_skip_verify {
+        is.warn(
+            p("tls_insecure_skip_verify"),
+            "TLS CERTIFICATE CHECKS ARE OFF for this sink: anyone on the path can read and alter the audit records and steal its credential",
+        );
+    }
     for k in c.headers.keys() {
         if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
             is.add(p(&format!("headers.{k}")), "not a valid HTTP header name");
@@ -254,7 +254,7 @@ pub(crate) fn validate(
             fields: templates(is, p("fields"), &c.fields),
         },
         "splunk_hec" => {
-            let token = secret(is, &p, "token", &c.token_file, &c.token_env);
+            let token = secret(is, "token", &c.token_file, &c.token_env);
             if token.is_none() {
                 is.add(p("token_file"), "splunk_hec needs the HEC token in token_file or token_env");
             }
@@ -311,14 +311,14 @@ pub(crate) fn validate(
             let auth = match c.auth.as_deref() {
                 None | Some("none") => GenericAuth::None,
                 Some("bearer") => {
-                    GenericAuth::Bearer(secret(is, &p, "token", &c.token_file, &c.token_env).or_else(|| {
+                    GenericAuth::Bearer(secret(is, "token", &c.token_file, &c.token_env).or_else(|| {
                         is.add(p("token_file"), "auth = \"bearer\" needs token_file or token_env");
                         None
                     })?)
                 }
                 Some("basic") => GenericAuth::Basic {
                     username: is.required(&c.username, p("username"))?,
-                    password: secret(is, &p, "password", &c.password_file, &c.password_env).or_else(|| {
+                    password: secret(is, "password", &c.password_file, &c.password_env).or_else(|| {
                         is.add(p("password_file"), "auth = \"basic\" needs password_file or password_env");
                         None
                     })?,
@@ -335,16 +335,70 @@ pub(crate) fn validate(
             return None;
         }
     };
+    // A credential in clear text over a network would be read by anyone on the path.
+    let carries_credential =
+        !matches!(preset, Preset::Generic { auth: GenericAuth::None, .. }) || matches!(url, Some(UrlSource::Secret(_)));
+    if let Some(UrlSource::Inline(u)) = &url
+        && u.scheme() == "http"
+        && carries_credential
+        && !loopback(u)
+    {
+        is.add(
+            p("url"),
+            "plain http:// would send this sink's credential in clear text; use https:// (http is allowed only to a loopback address)",
+        );
+    }
     Some(HttpSinkSettings {
-        common: common?,
         preset,
         url: url?,
         gzip,
         headers: c.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         timeout: c.timeout.unwrap_or(Duration::from_secs(30)),
-        ca_file: c.ca_file.clone(),
-        client_identity,
+        tls,
         insecure: c.tls_insecure_skip_verify,
         max_body_bytes,
     })
+}
+
+impl HttpSinkSettings {
+    /// Every secret this sink needs, with the key it is configured under.
+    pub fn secrets(&self) -> Vec<(&'static str, &SecretSource)> {
+        let mut out: Vec<(&'static str, &SecretSource)> = Vec::new();
+        if let UrlSource::Secret(src) = &self.url {
+            out.push(("url", src));
+        }
+        match &self.preset {
+            Preset::Splunk { token, .. } | Preset::Generic { auth: GenericAuth::Bearer(token), .. } => {
+                out.push(("token", token))
+            }
+            Preset::Generic { auth: GenericAuth::Basic { password, .. }, .. } => out.push(("password", password)),
+            _ => {}
+        }
+        out
+    }
+
+    /// The environment check: secrets readable, a URL read from a secret is usable, TLS files parse.
+    pub fn check(&self, is: &mut Issues, prefix: &str) {
+        for (key, src) in self.secrets() {
+            let path = match src {
+                SecretSource::File(_) => format!("{prefix}.{key}_file"),
+                SecretSource::Env(_) => format!("{prefix}.{key}_env"),
+            };
+            src.check(is, &path);
+        }
+        if let UrlSource::Secret(src) = &self.url
+            && let Ok(text) = src.read()
+        {
+            match url::Url::parse(text.trim()) {
+                Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && loopback(&u)) => {}
+                Ok(_) => is.add(
+                    format!("{prefix}.url"),
+                    "the URL in the secret must be https:// (http only to a loopback address)",
+                ),
+                // The value is a secret: say what is wrong without echoing it.
+                Err(e) => is.add(format!("{prefix}.url"), format!("the secret does not hold a URL ({e})")),
+            }
+        }
+        self.tls.check(is, prefix);
+    }
 }

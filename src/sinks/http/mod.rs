@@ -16,8 +16,9 @@ use std::sync::Arc;
 use config::{GenericAuth, HttpSinkSettings, Preset, UrlSource};
 use encode::Encoder;
 
-use crate::auth::{TenantAuth, read_secret};
-use crate::sinks::{Batch, BuildContext, Sink, SinkError, redact};
+use crate::auth::TenantAuth;
+use crate::common::SecretSource;
+use crate::sinks::{Accepted, Batch, BuildContext, BuildError, Sink, SinkError, redact};
 
 pub struct HttpSink {
     s: HttpSinkSettings,
@@ -27,24 +28,23 @@ pub struct HttpSink {
     secrets: Vec<String>,
     auth_header: Option<String>,
     monitor: Option<Arc<TenantAuth>>,
-    /// Requests of the batch being retried that the receiver already accepted: a retry resumes
-    /// after them, so a failure in the third request does not resend the first two.
-    progress: Option<(u64, usize)>,
 }
 
-fn load(what: &str, s: &crate::config::validate::SecretSource) -> Result<String, String> {
-    read_secret(s).map_err(|e| format!("{what}: {e}"))
+fn load(what: &'static str, s: &SecretSource) -> Result<String, BuildError> {
+    s.read().map_err(|source| BuildError::Secret { what, source })
 }
 
 impl HttpSink {
-    pub fn new(s: HttpSinkSettings, ctx: &BuildContext) -> Result<HttpSink, String> {
+    pub fn new(_name: &str, s: HttpSinkSettings, ctx: &BuildContext) -> Result<HttpSink, BuildError> {
         let mut secrets = Vec::new();
         let url = match &s.url {
             UrlSource::Inline(u) => u.clone(),
             UrlSource::Secret(src) => {
                 let text = load("url", src)?;
                 secrets.push(text.trim().to_string());
-                url::Url::parse(text.trim()).map_err(|e| format!("url from {src:?} is not a URL: {e}"))?
+                // Never echo the value: it is the credential.
+                url::Url::parse(text.trim())
+                    .map_err(|e| BuildError::Invalid(format!("the url secret does not hold a URL: {e}")))?
             }
         };
         // Sumo Logic's whole credential is the URL path.
@@ -71,14 +71,13 @@ impl HttpSink {
                 Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{p}"))))
             }
             Preset::AzureMonitor { tenant, .. } => {
-                monitor =
-                    Some(ctx.auth.get(tenant).cloned().ok_or_else(|| format!("tenant {tenant} has no credential"))?);
+                monitor = Some(ctx.auth.get(tenant).cloned().ok_or_else(|| BuildError::UnknownTenant(tenant.clone()))?);
                 None
             }
             _ => None,
         };
         let client = build_client(&s)?;
-        Ok(HttpSink { s, client, url, shown, secrets, auth_header, monitor, progress: None })
+        Ok(HttpSink { s, client, url, shown, secrets, auth_header, monitor })
     }
 
     fn scrub(&self, m: &str) -> String {
@@ -157,54 +156,29 @@ impl HttpSink {
     }
 }
 
-fn build_client(s: &HttpSinkSettings) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
+fn build_client(s: &HttpSinkSettings) -> Result<reqwest::Client, BuildError> {
+    let b = reqwest::Client::builder()
         .user_agent(concat!("auditkeeper/", env!("CARGO_PKG_VERSION")))
         .timeout(s.timeout)
         .connect_timeout(std::time::Duration::from_secs(10))
         .pool_idle_timeout(std::time::Duration::from_secs(50))
+        // A redirected POST is replayed by clients as a GET without its body; a 2xx to that
+        // would confirm records that were never sent. A 3xx is an error here, never a delivery.
+        .redirect(reqwest::redirect::Policy::none())
         .tls_danger_accept_invalid_certs(s.insecure);
-    if let Some(ca) = &s.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        b = b.add_root_certificate(cert);
-    }
-    if let Some((cert, key)) = &s.client_identity {
-        let mut pem = std::fs::read(cert).map_err(|e| format!("client_cert_file {}: {e}", cert.display()))?;
-        pem.push(b'\n');
-        pem.extend(std::fs::read(key).map_err(|e| format!("client_key_file {}: {e}", key.display()))?);
-        let id = reqwest::Identity::from_pem(&pem).map_err(|e| format!("client certificate: {e}"))?;
-        b = b.identity(id);
-    }
-    b.build().map_err(|e| format!("cannot build HTTP client: {e}"))
-}
-
-/// Identifies a batch across retries (a bisected half is a different batch).
-fn fingerprint(b: &Batch) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    b.records.len().hash(&mut h);
-    for r in [b.records.first(), b.records.last()].into_iter().flatten() {
-        r.id().hash(&mut h);
-        r.raw().len().hash(&mut h);
-        r.event_time_ms.hash(&mut h);
-    }
-    h.finish()
+    let b = s.tls.apply(b)?;
+    b.build().map_err(|e| BuildError::Client(format!("cannot build HTTP client: {}", crate::http::error_chain(&e))))
 }
 
 #[async_trait::async_trait]
 impl Sink for HttpSink {
-    async fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
+    async fn send(&mut self, batch: &Batch, accepted: &mut Accepted) -> Result<(), SinkError> {
         let plan = Encoder::new(&self.s).plan(batch)?;
-        let fp = fingerprint(batch);
-        let start = match self.progress {
-            Some((f, n)) if f == fp => n,
-            _ => 0,
-        };
+        let hec_ack = matches!(&self.s.preset, Preset::Splunk { ack: Some(_), .. });
         let mut acks = Vec::new();
-        for (k, (req, _)) in plan.iter().enumerate().skip(start) {
+        for (req, members) in &plan {
             let body = self.post(req).await?;
-            if let Preset::Splunk { ack: Some(_), .. } = &self.s.preset {
+            if hec_ack {
                 acks.push(splunk_ack::ack_id(&body).ok_or_else(|| {
                     SinkError::Retryable(
                         "HEC answered without an ackId: enable indexer acknowledgement on the token or set ack = false"
@@ -212,23 +186,23 @@ impl Sink for HttpSink {
                     )
                 })?);
             } else {
-                self.progress = Some((fp, k + 1));
+                // Accepted by the receiver: a retry of this batch leaves these records out.
+                accepted.mark_all(members.iter().copied());
             }
         }
-        if let (Preset::Splunk { ack: Some(a), .. }, Some(auth)) = (&self.s.preset, &self.auth_header) {
-            if !acks.is_empty() {
-                let poll = splunk_ack::AckPoll {
-                    client: &self.client,
-                    url: self.request_url(None, true),
-                    token: auth.trim_start_matches("Splunk "),
-                    channel: &a.channel,
-                    timeout: a.timeout,
-                    poll_interval: a.poll_interval,
-                };
-                poll.wait(acks).await?;
-            }
+        if let (Preset::Splunk { ack: Some(a), .. }, Some(auth)) = (&self.s.preset, &self.auth_header)
+            && !acks.is_empty()
+        {
+            let poll = splunk_ack::AckPoll {
+                client: &self.client,
+                url: self.request_url(None, true),
+                token: auth.trim_start_matches("Splunk "),
+                channel: &a.channel,
+                timeout: a.timeout,
+                poll_interval: a.poll_interval,
+            };
+            poll.wait(acks).await?;
         }
-        self.progress = None;
         Ok(())
     }
 }

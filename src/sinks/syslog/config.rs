@@ -5,21 +5,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::schema::{BatchConfig, opt_size};
-use crate::config::sinks::{BatchDefaults, CommonRaw, common};
-use crate::config::validate::Issues;
-use crate::sinks::CommonSinkSettings;
+use crate::common::Issues;
+use crate::common::tls::TlsClientSettings;
+use crate::sinks::common::BatchDefaults;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogSinkConfig {
-    pub name: Option<String>,
-    #[serde(default)]
-    pub tenants: Vec<String>,
-    #[serde(default)]
-    pub streams: Vec<String>,
-    #[serde(default)]
-    pub batch: BatchConfig,
     /// `host:port`.
     pub address: Option<String>,
     /// `udp`, `tcp` or `tls`.
@@ -30,7 +22,7 @@ pub struct SyslogSinkConfig {
     pub hostname: Option<String>,
     pub facility: Option<String>,
     pub severity: Option<String>,
-    #[serde(default, deserialize_with = "opt_size")]
+    #[serde(default, deserialize_with = "crate::common::size::opt")]
     pub max_message_bytes: Option<u64>,
     /// `dead_letter` (default: nothing is lost) or `truncate`.
     pub oversize: Option<String>,
@@ -64,7 +56,6 @@ pub enum Oversize {
 
 #[derive(Debug, Clone)]
 pub struct SyslogSinkSettings {
-    pub common: CommonSinkSettings,
     pub address: String,
     pub transport: Transport,
     pub framing: Framing,
@@ -74,8 +65,7 @@ pub struct SyslogSinkSettings {
     pub severity: u8,
     pub max_message_bytes: usize,
     pub oversize: Oversize,
-    pub ca_file: Option<PathBuf>,
-    pub client_identity: Option<(PathBuf, PathBuf)>,
+    pub tls: TlsClientSettings,
     pub server_name: String,
     pub timeout: Duration,
 }
@@ -91,16 +81,11 @@ pub fn printusascii(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (33..=126).contains(&b))
 }
 
-pub(crate) fn validate(
-    is: &mut Issues,
-    prefix: &str,
-    c: &SyslogSinkConfig,
-    tenants: &[String],
-) -> Option<SyslogSinkSettings> {
+pub const BATCH: BatchDefaults =
+    BatchDefaults { records: 2000, bytes: 8 << 20, hard_bytes: 1 << 30, linger: Duration::from_millis(200) };
+
+pub fn validate(is: &mut Issues, prefix: &str, c: &SyslogSinkConfig) -> Option<SyslogSinkSettings> {
     let p = |k: &str| format!("{prefix}.{k}");
-    let d = BatchDefaults { records: 2000, bytes: 8 << 20, hard_bytes: 1 << 30, linger: Duration::from_millis(200) };
-    let raw = CommonRaw { name: &c.name, tenants: &c.tenants, streams: &c.streams, batch: &c.batch };
-    let common = common(is, prefix, raw, d, tenants);
     let address = is.required(&c.address, p("address"));
     let host = address.as_deref().and_then(|a| a.rsplit_once(':')).map(|(h, port)| {
         if port.parse::<u16>().is_err() {
@@ -179,19 +164,11 @@ pub(crate) fn validate(
             Oversize::DeadLetter
         }
     };
-    let client_identity = match (&c.client_cert_file, &c.client_key_file) {
-        (Some(a), Some(b)) => Some((a.clone(), b.clone())),
-        (None, None) => None,
-        _ => {
-            is.add(p("client_cert_file"), "client_cert_file and client_key_file go together");
-            None
-        }
-    };
-    if transport != Transport::Tls && (c.ca_file.is_some() || client_identity.is_some()) {
+    let tls = TlsClientSettings::from_keys(is, prefix, &c.ca_file, &c.client_cert_file, &c.client_key_file);
+    if transport != Transport::Tls && tls.is_set() {
         is.add(p("transport"), "ca_file and client certificates need transport = \"tls\"");
     }
     Some(SyslogSinkSettings {
-        common: common?,
         server_name: c.server_name.clone().or(host.clone()).unwrap_or_default(),
         address: address?,
         transport,
@@ -202,8 +179,16 @@ pub(crate) fn validate(
         severity,
         max_message_bytes,
         oversize,
-        ca_file: c.ca_file.clone(),
-        client_identity,
+        tls,
         timeout: c.timeout.unwrap_or(Duration::from_secs(30)),
     })
+}
+
+impl SyslogSinkSettings {
+    /// The environment check: over TLS, the CA and client certificate files parse.
+    pub fn check(&self, is: &mut Issues, prefix: &str) {
+        if self.transport == Transport::Tls {
+            self.tls.check(is, prefix);
+        }
+    }
 }

@@ -11,38 +11,36 @@ pub mod transport;
 use config::{Framing, SyslogSinkSettings};
 use format::{Formatted, Formatter};
 
-use crate::sinks::{Batch, Sink, SinkError};
+use crate::sinks::{Accepted, Batch, BuildError, Sink, SinkError};
 
 pub struct SyslogSink {
     name: String,
     address: String,
     framing: Framing,
     formatter: Formatter,
-    conn: Result<transport::Connection, String>,
+    conn: transport::Connection,
     buf: Vec<u8>,
     msg: Vec<u8>,
 }
 
 impl SyslogSink {
-    pub fn new(s: SyslogSinkSettings) -> SyslogSink {
-        SyslogSink {
-            name: s.common.name.clone(),
+    pub fn new(name: &str, s: SyslogSinkSettings) -> Result<SyslogSink, BuildError> {
+        Ok(SyslogSink {
+            name: name.to_string(),
             address: s.address.clone(),
             framing: s.framing,
             formatter: Formatter::new(&s),
-            // A bad certificate file is reported on every send (and in status) rather than
-            // stopping the daemon: records wait in the spool until it is fixed.
-            conn: transport::Connection::new(s),
+            conn: transport::Connection::new(s)?,
             buf: Vec::new(),
             msg: Vec::new(),
-        }
+        })
     }
 }
 
 #[async_trait::async_trait]
 impl Sink for SyslogSink {
-    async fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let conn = self.conn.as_mut().map_err(|e| SinkError::Retryable(format!("syslog TLS setup: {e}")))?;
+    async fn send(&mut self, batch: &Batch, _: &mut Accepted) -> Result<(), SinkError> {
+        let conn = &mut self.conn;
         let datagram = conn.is_datagram();
         self.buf.clear();
         let mut ranges = Vec::with_capacity(batch.records.len());
@@ -84,8 +82,6 @@ impl Sink for SyslogSink {
     }
 
     async fn close(&mut self) {
-        if let Ok(c) = self.conn.as_mut() {
-            c.close().await;
-        }
+        self.conn.close().await;
     }
 }

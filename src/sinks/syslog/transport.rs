@@ -33,43 +33,11 @@ pub struct Connection {
     conn: Option<Conn>,
 }
 
-pub fn tls_config(s: &SyslogSinkSettings) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(c);
-    }
-    if let Some(ca) = &s.ca_file {
-        let certs: Vec<_> = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        if certs.is_empty() {
-            return Err(format!("ca_file {}: no certificate in it", ca.display()));
-        }
-        for c in certs {
-            roots.add(c).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        }
-    }
-    let b = rustls::ClientConfig::builder().with_root_certificates(roots);
-    match &s.client_identity {
-        None => Ok(b.with_no_client_auth()),
-        Some((cert, key)) => {
-            let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<Result<_, _>>())
-                .map_err(|e| format!("client_cert_file {}: {e}", cert.display()))?;
-            let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("client_key_file {}: {e}", key.display()))?;
-            b.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))
-        }
-    }
-}
-
 impl Connection {
-    pub fn new(s: SyslogSinkSettings) -> Result<Connection, String> {
+    /// Reads the TLS files now, so a bad one stops the daemon at start, not at the first send.
+    pub fn new(s: SyslogSinkSettings) -> Result<Connection, crate::common::tls::TlsError> {
         let tls = if s.transport == Transport::Tls {
-            Some(tokio_rustls::TlsConnector::from(Arc::new(tls_config(&s)?)))
+            Some(tokio_rustls::TlsConnector::from(Arc::new(s.tls.rustls_config()?)))
         } else {
             None
         };

@@ -8,6 +8,7 @@
 //! - `stream`: the polling loop.
 
 pub mod client;
+pub mod config;
 pub mod protocol;
 pub mod spec;
 pub mod stream;

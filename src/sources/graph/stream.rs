@@ -6,29 +6,17 @@
 //! unread data. Re-reading the overlap finds late sign-ins; changed records come back as updates.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::client::GraphClient;
+use super::config::GraphStreamSettings;
 use super::protocol;
 use super::spec::StreamSpec;
 use crate::pipeline::StreamHandle;
 use crate::sources::error::ApiError;
 use crate::sources::record::parse_time_ms;
 use crate::store::{Checkpoint, PageRecord};
-
-/// How often an unavailable stream (no licence, no permission) is checked again.
-pub const RECHECK_UNAVAILABLE: Duration = Duration::from_secs(3600);
-
-#[derive(Debug, Clone)]
-pub struct GraphStreamSettings {
-    pub poll_interval: Duration,
-    pub overlap: Duration,
-    pub lag: Duration,
-    pub backfill: Duration,
-    pub recheck_unavailable: Duration,
-}
 
 pub struct GraphStream {
     pub client: Arc<GraphClient>,

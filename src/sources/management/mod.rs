@@ -5,6 +5,7 @@
 //! - `stream`: the polling loop: subscribe, list windows into the blob ledger, fetch pending blobs.
 
 pub mod client;
+pub mod config;
 pub mod protocol;
 pub mod stream;
 

@@ -13,8 +13,8 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::client::ManagementClient;
+use super::config::ManagementSettings;
 use super::protocol::{self, ApiError};
-use crate::config::validate::ManagementSettings;
 use crate::pipeline::StreamHandle;
 use crate::sources::record;
 use crate::store::{Checkpoint, PendingBlob};

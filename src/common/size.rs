@@ -2,11 +2,21 @@
 
 use serde::{Deserialize, Deserializer};
 
-pub fn parse(s: &str) -> Result<u64, String> {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size (try 512MiB or 10GiB)")]
+    NotASize(String),
+    #[error("unknown size unit `{unit}` in `{text}`")]
+    Unit { unit: String, text: String },
+    #[error("`{0}` is larger than 16 EiB")]
+    TooLarge(String),
+}
+
+pub fn parse(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size (try 512MiB or 10GiB)"))?;
+    let n: f64 = num.parse().map_err(|_| SizeError::NotASize(s.to_string()))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -17,9 +27,13 @@ pub fn parse(s: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        u => return Err(format!("unknown size unit `{u}` in `{s}`")),
+        u => return Err(SizeError::Unit { unit: u.to_string(), text: s.to_string() }),
     };
-    Ok((n * mult as f64) as u64)
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(SizeError::TooLarge(s.to_string()));
+    }
+    Ok(bytes as u64)
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -35,6 +49,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+/// For `#[serde(default, deserialize_with = "opt")]` on an `Option<u64>` field.
+pub fn opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    deserialize(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -44,5 +63,6 @@ mod tests {
         assert_eq!(super::parse("42").unwrap(), 42);
         assert!(super::parse("ten").is_err());
         assert!(super::parse("5 parsecs").is_err());
+        assert!(super::parse("99999999999999TiB").is_err());
     }
 }
