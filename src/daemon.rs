@@ -15,6 +15,8 @@ use crate::config::Settings;
 use crate::pipeline::shutdown::Shutdown;
 use crate::pipeline::{Pipeline, StreamKey, forwarder::Forwarder, maintenance};
 use crate::sinks;
+use crate::sources::driver::{self, Pacing};
+use crate::sources::graph::config::RECHECK_UNAVAILABLE;
 use crate::sources::graph::{GraphClient, GraphStream};
 use crate::sources::management::{ManagementClient, ManagementStream};
 use crate::store::{Store, StoreError};
@@ -148,10 +150,12 @@ impl Daemon {
                     m.requests_per_minute,
                     m.fetch_concurrency,
                 ));
+                let pacing = Pacing::new(m.poll_interval, RECHECK_UNAVAILABLE);
                 for ct in &m.content_types {
                     let handle = pipeline.stream(StreamKey::new(&t.name, "management", ct)).await?;
-                    let s = ManagementStream::new(client.clone(), handle, ct.clone(), m.clone());
-                    sources.spawn(format!("stream {}", s.handle.key.id), s.run(shutdown.stop_token().clone()));
+                    let s = ManagementStream::new(client.clone(), handle.clone(), ct.clone(), m.clone());
+                    let name = format!("stream {}", handle.key.id);
+                    sources.spawn(name, driver::run(s, handle, pacing, shutdown.stop_token().clone()));
                 }
             }
             if let Some(g) = &t.graph {
@@ -170,12 +174,14 @@ impl Daemon {
                     let handle = pipeline.stream(StreamKey::new(&t.name, "graph", &name)).await?;
                     let s = GraphStream {
                         client: client.clone(),
-                        handle,
+                        handle: handle.clone(),
                         spec,
                         settings: st.clone(),
                         subscription: subscription.clone(),
                     };
-                    sources.spawn(format!("stream {}", s.handle.key.id), s.run(shutdown.stop_token().clone()));
+                    let pacing = Pacing::new(st.poll_interval, st.recheck_unavailable);
+                    let name = format!("stream {}", handle.key.id);
+                    sources.spawn(name, driver::run(s, handle, pacing, shutdown.stop_token().clone()));
                 }
             }
         }

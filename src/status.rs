@@ -28,19 +28,33 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
         let lag = s
             .cursor
             .as_deref()
-            .and_then(crate::sources::management::protocol::parse_cursor)
+            .and_then(crate::sources::window::parse_cursor)
             .map(|c| {
                 humantime::format_duration(std::time::Duration::from_secs((now / 1000 - c.timestamp()).max(0) as u64))
                     .to_string()
             })
             .unwrap_or_else(|| "-".into());
+        let detail = match &s.state {
+            crate::store::StreamState::Throttled { until_ms, why } => {
+                Some(format!("until {}: {why}", crate::sinks::envelope::rfc3339_ms(*until_ms)))
+            }
+            st => st.detail().map(str::to_string),
+        };
         let _ = writeln!(
             out,
             "  {}  [{}]{}",
             s.stream,
-            s.state,
-            s.state_detail.map(|d| format!(" {d}")).unwrap_or_default()
+            s.state.name(),
+            detail.map(|d| format!(" {d}")).unwrap_or_default()
         );
+        for (from, to) in &s.gaps {
+            let _ = writeln!(
+                out,
+                "    LOST RANGE: {} to {}: the collector was behind for longer than Microsoft keeps data; records there may be lost",
+                crate::sinks::envelope::rfc3339_ms(*from),
+                crate::sinks::envelope::rfc3339_ms(*to)
+            );
+        }
         let _ = writeln!(out, "    cursor: {}   lag: {lag}", s.cursor.as_deref().unwrap_or("(none yet)"));
         let _ = writeln!(out, "    last success: {}", ago(now, s.last_success_at));
         match (&s.last_error, s.last_error_at) {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::SpoolSettings;
 use super::gate::SpoolGate;
-use crate::store::{Checkpoint, IngestOutcome, IngestPage, PageRecord, PendingBlob, Store, StoreError};
+use crate::store::{Checkpoint, IngestOutcome, IngestPage, PageRecord, PendingBlob, Store, StoreError, StreamState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -157,10 +157,33 @@ impl StreamHandle {
         Ok(c.listed + c.fetched + c.expired)
     }
 
-    pub async fn set_state(&self, state: &str, detail: Option<String>) {
+    pub async fn set_state(&self, state: StreamState) {
         let id = self.key.id.clone();
-        let state = state.to_string();
-        let _ = self.pipeline.blocking(move |s| s.set_stream_state(&id, &state, detail.as_deref())).await;
+        let _ = self.pipeline.blocking(move |s| s.set_stream_state(&id, &state)).await;
+    }
+
+    /// The stream was behind for longer than Microsoft keeps data: `[from, to)` can no longer
+    /// be read. Recorded (once per range, widened if found again), logged, counted, and shown
+    /// in `status`; never silently skipped.
+    pub async fn report_gap(&self, from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) {
+        let (id, a, b) = (self.key.id.clone(), from.timestamp_millis(), to.timestamp_millis());
+        match self.pipeline.blocking(move |s| s.record_gap(&id, a, b)).await {
+            Ok(0) => {}
+            Ok(added_ms) => {
+                let msg = format!(
+                    "collector was behind for longer than Microsoft keeps data: records between {from} and {to} can no longer be read and may be lost"
+                );
+                tracing::error!(stream = %self.key.id, lost_from = %from, lost_to = %to, "{msg}");
+                let labels = [("stream", self.key.id.clone())];
+                metrics::counter!("auditkeeper_stream_lost_seconds_total", &labels).increment(added_ms as u64 / 1000);
+                if added_ms == b - a {
+                    metrics::counter!("auditkeeper_stream_gaps_total", &labels).increment(1);
+                }
+                self.error(msg).await;
+            }
+            Err(e) => tracing::error!(stream = %self.key.id, error = %e, lost_from = %from, lost_to = %to,
+                "could not record a lost range; it is reported again next cycle"),
+        }
     }
 
     pub async fn success(&self) {

@@ -1,17 +1,24 @@
 //! One HTTP call to a Microsoft API, done right: pacing, token, retries with exponential backoff
 //! and jitter (honouring `Retry-After`), one token refresh on 401, the server clock from `Date`.
 //! Every source client sends through a `Caller`; only the error classification differs per API.
+//!
+//! A `Retry-After` longer than a minute is not slept here: the call returns the throttling
+//! error, and the stream's driver waits (capped) with the stream shown as throttled until then.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use governor::DefaultDirectRateLimiter;
 use reqwest::Method;
 
 use super::clock::ServerClock;
 use super::error::ApiError;
 use crate::auth::TenantAuth;
+use crate::common::RetryPolicy;
+
+/// A wait Microsoft asks for that is longer than this is left to the stream's driver.
+pub const INLINE_WAIT: Duration = Duration::from_secs(60);
 
 pub struct Reply {
     pub body: Vec<u8>,
@@ -28,30 +35,25 @@ pub struct Caller {
     pub resource: String,
     pub clock: Arc<ServerClock>,
     pub limiter: DefaultDirectRateLimiter,
-    pub backoff: ExponentialBuilder,
+    pub retry: RetryPolicy,
     pub classify: Classify,
     /// Label for metrics and logs.
     pub api: &'static str,
 }
 
 impl Caller {
-    pub fn default_backoff() -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(Duration::from_millis(500))
-            .with_max_delay(Duration::from_secs(60))
-            .with_max_times(8)
-    }
-
     pub async fn call(&self, method: Method, url: &str, extra_headers: &[(&str, &str)]) -> Result<Reply, ApiError> {
         let mut refreshed = false;
         loop {
             let attempt = || self.call_once(method.clone(), url, extra_headers);
             let r = attempt
-                .retry(self.backoff)
+                .retry(self.retry.backoff())
                 .when(ApiError::is_retryable)
                 .adjust(|e, d| match (e, d) {
-                    (ApiError::Throttled { retry_after: Some(ra), .. }, Some(d)) => Some((*ra).max(d)),
+                    (ApiError::Throttled { retry_after: Some(ra), .. }, _) if *ra > INLINE_WAIT => None,
+                    (ApiError::Throttled { retry_after: Some(ra), .. }, Some(d)) => {
+                        Some(self.retry.delay(d, Some(*ra)))
+                    }
                     (_, d) => d,
                 })
                 .notify(|e, d| {

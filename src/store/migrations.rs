@@ -102,6 +102,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dead_letter_sink ON dead_letter(sink, retry_requested);
     "#,
+    // v4: typed stream states (a throttled stream shows until when), and the ranges a stream
+    // could no longer read because it was behind for longer than Microsoft keeps data.
+    r#"
+    ALTER TABLE streams ADD COLUMN state_until INTEGER;
+    CREATE TABLE gaps (
+        stream TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,        -- the stored cursor when the gap was found
+        end_ms INTEGER NOT NULL,          -- the oldest instant the API still served
+        noted_at INTEGER NOT NULL,
+        PRIMARY KEY (stream, start_ms)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub fn known_version() -> i64 {

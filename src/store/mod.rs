@@ -14,12 +14,14 @@ mod ingest;
 mod migrations;
 mod prune;
 mod spool;
+mod state;
 mod streams;
 
 pub use blobs::{BlobListing, LedgerCounts, PendingBlob};
 pub use deadletter::{DeadLetter, DeadLetterCount, DeadLetterSelector};
 pub use ingest::{Checkpoint, IngestOutcome, IngestPage, PageRecord};
 pub use spool::{SinkBacklog, SpoolRow, SpoolSize};
+pub use state::StreamState;
 pub use streams::{StreamCounters, StreamStatus};
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::blobs::{LedgerCounts, ledger_counts};
+use super::state::StreamState;
 use super::{Result, Store, now_ms};
 
 #[derive(Debug, Clone, Default)]
@@ -22,14 +23,15 @@ pub struct StreamStatus {
     pub name: String,
     pub cursor: Option<String>,
     pub cursor_updated_at: Option<i64>,
-    pub state: String,
-    pub state_detail: Option<String>,
+    pub state: StreamState,
     pub last_success_at: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
     pub subscription_started_at: Option<i64>,
     pub counters: StreamCounters,
     pub ledger: LedgerCounts,
+    /// Ranges `(start_ms, end_ms)` that could no longer be read: records there may be lost.
+    pub gaps: Vec<(i64, i64)>,
 }
 
 impl Store {
@@ -44,13 +46,36 @@ impl Store {
         })
     }
 
-    pub fn set_stream_state(&self, stream: &str, state: &str, detail: Option<&str>) -> Result<()> {
+    pub fn set_stream_state(&self, stream: &str, state: &StreamState) -> Result<()> {
         self.with_writer(|c| {
             c.execute(
-                "UPDATE streams SET state = ?2, state_detail = ?3 WHERE stream = ?1",
-                params![stream, state, detail],
+                "UPDATE streams SET state = ?2, state_detail = ?3, state_until = ?4 WHERE stream = ?1",
+                params![stream, state.name(), state.detail(), state.until_ms()],
             )
             .map(|_| ())
+        })
+    }
+
+    /// Records that `[start_ms, end_ms)` of a stream can no longer be read. The same gap found
+    /// again (a cycle that failed before moving the cursor) only widens it. Returns how many
+    /// milliseconds were not recorded before, so the lost-range metric counts each once.
+    pub fn record_gap(&self, stream: &str, start_ms: i64, end_ms: i64) -> Result<i64> {
+        self.with_writer(|c| {
+            let tx = c.transaction()?;
+            let before: Option<i64> = tx
+                .query_row(
+                    "SELECT end_ms FROM gaps WHERE stream = ?1 AND start_ms = ?2",
+                    params![stream, start_ms],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                "INSERT INTO gaps(stream, start_ms, end_ms, noted_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(stream, start_ms) DO UPDATE SET end_ms = max(end_ms, excluded.end_ms)",
+                params![stream, start_ms, end_ms, now_ms()],
+            )?;
+            tx.commit()?;
+            Ok((end_ms - before.unwrap_or(start_ms).max(start_ms)).max(0))
         })
     }
 
@@ -110,7 +135,7 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
     let mut stmt = c.prepare(
         "SELECT stream, tenant, source, name, cursor, cursor_updated_at, state, state_detail, last_success_at,
                 last_error, last_error_at, subscription_started_at, records_total, duplicates_total,
-                records_without_id, blobs_expired, updates_total
+                records_without_id, blobs_expired, updates_total, state_until
          FROM streams ORDER BY stream",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -121,8 +146,7 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
             name: r.get(3)?,
             cursor: r.get(4)?,
             cursor_updated_at: r.get(5)?,
-            state: r.get(6)?,
-            state_detail: r.get(7)?,
+            state: StreamState::from_row(&r.get::<_, String>(6)?, r.get(7)?, r.get(17)?),
             last_success_at: r.get(8)?,
             last_error: r.get(9)?,
             last_error_at: r.get(10)?,
@@ -135,11 +159,14 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
                 updates_total: r.get(16)?,
             },
             ledger: LedgerCounts::default(),
+            gaps: Vec::new(),
         })
     })?;
     let mut out: Vec<StreamStatus> = rows.collect::<rusqlite::Result<_>>()?;
+    let mut gaps = c.prepare("SELECT start_ms, end_ms FROM gaps WHERE stream = ?1 ORDER BY start_ms")?;
     for s in &mut out {
         s.ledger = ledger_counts(c, &s.stream)?;
+        s.gaps = gaps.query_map([&s.stream], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
     }
     Ok(out)
 }

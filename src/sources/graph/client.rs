@@ -48,7 +48,7 @@ impl GraphClient {
             resource: resource.to_string(),
             clock: clock.clone(),
             limiter: RateLimiter::direct(quota),
-            backoff: Caller::default_backoff(),
+            retry: crate::common::RetryPolicy::SOURCE,
             classify: protocol::classify,
             api,
         };

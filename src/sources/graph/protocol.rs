@@ -6,46 +6,12 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::spec::{CHUNK, StreamSpec};
+use super::spec::StreamSpec;
 use crate::sources::error::ApiError;
 use crate::sources::record::hash16;
 
-fn dur(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 pub fn fmt_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// Windows of one cycle, oldest first: from `cursor - overlap` (first start: `now - backfill`)
-/// to `now - lag`, never before what the API still keeps, in chunks of at most a day.
-pub fn plan(
-    cursor: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-    lag: Duration,
-    overlap: Duration,
-    backfill: Duration,
-    retention: Duration,
-) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-    let end = now - dur(lag);
-    // A small margin inside retention so the oldest edge is still served when the request lands.
-    let floor = now - dur(retention) + chrono::Duration::minutes(10);
-    let start = match cursor {
-        Some(c) => c - dur(overlap),
-        None => now - dur(backfill),
-    }
-    .max(floor);
-    let start = DateTime::from_timestamp(start.timestamp(), 0).unwrap_or(start);
-    let end = DateTime::from_timestamp(end.timestamp(), 0).unwrap_or(end);
-    let mut out = Vec::new();
-    let mut s = start;
-    while s < end {
-        let e = (s + dur(CHUNK)).min(end);
-        out.push((s, e));
-        s = e;
-    }
-    out
 }
 
 /// The first page's URL for a window (`subscription` fills ARM paths).
@@ -89,8 +55,9 @@ struct Page<'a> {
 }
 
 /// Splits a page into raw records (byte ranges into `body`) and the next link, followed verbatim.
-pub fn parse_page(body: &[u8]) -> Result<(Vec<std::ops::Range<usize>>, Option<String>), String> {
-    let p: Page<'_> = serde_json::from_slice(body).map_err(|e| format!("page is not a Graph collection: {e}"))?;
+pub fn parse_page(body: &[u8]) -> Result<(Vec<std::ops::Range<usize>>, Option<String>), ApiError> {
+    let p: Page<'_> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Transient(format!("page is not a Graph collection: {e}")))?;
     let base = body.as_ptr() as usize;
     let ranges = p
         .value
@@ -171,18 +138,6 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn windows_overlap_the_cursor_and_respect_lag_and_retention() {
-        let now = t("2026-11-21T12:00:00Z");
-        let h = Duration::from_secs(3600);
-        let w = plan(Some(t("2026-11-21T11:00:00Z")), now, Duration::from_secs(300), 2 * h, 30 * 24 * h, 30 * 24 * h);
-        assert_eq!(w, vec![(t("2026-11-21T09:00:00Z"), t("2026-11-21T11:55:00Z"))]);
-        let w = plan(None, now, Duration::ZERO, 2 * h, 90 * 24 * h, 30 * 24 * h);
-        assert_eq!(w.first().unwrap().0, t("2026-10-22T12:10:00Z"), "backfill capped by retention");
-        assert_eq!(w.len(), 30);
-        assert!(w.windows(2).all(|p| p[0].1 == p[1].0));
     }
 
     #[test]

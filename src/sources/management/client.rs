@@ -43,7 +43,7 @@ impl ManagementClient {
                 resource: resource.to_string(),
                 clock: Arc::new(ServerClock::default()),
                 limiter: RateLimiter::direct(Quota::per_minute(rpm).allow_burst(NonZeroU32::new(20).expect("20"))),
-                backoff: Caller::default_backoff(),
+                retry: crate::common::RetryPolicy::SOURCE,
                 classify: protocol::classify,
                 api: "management",
             },
@@ -85,7 +85,7 @@ impl ManagementClient {
     /// One page of a content listing, and the next page's URL (followed verbatim).
     pub async fn list_page(&self, url: &str) -> Result<(Vec<ContentItem>, Option<String>), ApiError> {
         let r = self.call(Method::GET, url).await?;
-        let items = protocol::parse_listing(&r.body).map_err(ApiError::Transient)?;
+        let items = protocol::parse_listing(&r.body)?;
         Ok((items, protocol::next_page(&r.headers)))
     }
 

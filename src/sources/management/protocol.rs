@@ -1,80 +1,123 @@
-//! The Management Activity API's rules, as pure functions: listing windows, error codes,
-//! response parsing. No I/O here, so the tricky behaviour is unit-tested with a fixed clock.
+//! The Management Activity API's rules, as pure functions: listing limits, error codes,
+//! response parsing, and `next_action`, which turns each answer into the next step. No I/O
+//! here, so the tricky behaviour is unit-tested with a fixed clock.
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub use crate::sources::error::ApiError;
+use crate::sources::window::Limits;
 use crate::store::BlobListing;
 
 /// Longest legal listing window.
 pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Past `contentExpiration` a fetch is still tried for a day: Microsoft counts 7 days from when
+/// it first announced the blob, which can be later than `contentCreated`.
+pub const EXPIRY_GRACE_MS: i64 = 86_400_000;
 
 /// Format accepted for `startTime`/`endTime`.
 pub fn fmt_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 
-pub fn parse_cursor(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        .or_else(|| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok().map(|n| n.and_utc()))
+/// The listing limits for the window planner.
+pub fn limits(retention_margin: Duration) -> Limits {
+    Limits { retention: RETENTION, margin: retention_margin, max_window: MAX_WINDOW, lag: Duration::ZERO }
 }
 
-fn dur(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+/// The retry-once allowances of one polling cycle, as in Elastic Beats' o365audit input: each
+/// Microsoft answer is turned into the next action here, with no I/O, so the rules are tested
+/// with a fixed clock.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Attempts {
+    /// The cycle's windows were planned again after AF20030/AF20055 (outside the server's range).
+    pub replanned: bool,
+    /// This window restarted the subscription after AF20022/AF20023.
+    pub restarted_subscription: bool,
+    /// This window went back to its first page after AF20031.
+    pub restarted_page: bool,
 }
 
-/// What one polling cycle lists: `[start, end)` split into legal windows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListingPlan {
-    pub windows: Vec<(DateTime<Utc>, DateTime<Utc>)>,
-    /// Set when the stored cursor was older than the API still serves: content between the two
-    /// instants can no longer be listed and may be lost.
-    pub gap: Option<(DateTime<Utc>, DateTime<Utc>)>,
-}
-
-/// Plans the windows of one cycle.
-///
-/// - first start (no cursor): from `now - backfill`;
-/// - otherwise from `cursor - overlap`, so blobs Microsoft lists late are still found;
-/// - never earlier than `now - 7d + margin`, the oldest start the API accepts with latency to spare.
-pub fn plan_listing(
-    cursor: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-    backfill: Duration,
-    overlap: Duration,
-    margin: Duration,
-) -> ListingPlan {
-    let floor = now - dur(RETENTION) + dur(margin);
-    let wanted = match cursor {
-        Some(c) => c - dur(overlap),
-        None => now - dur(backfill),
-    };
-    let gap = match cursor {
-        Some(c) if c < floor => Some((c, floor)),
-        _ => None,
-    };
-    let start = wanted.max(floor);
-    // Whole seconds: the API's time format has no fraction.
-    let start = trunc_secs(start);
-    let end = trunc_secs(now);
-    let mut windows = Vec::new();
-    let mut s = start;
-    while s < end {
-        let e = (s + dur(MAX_WINDOW)).min(end);
-        windows.push((s, e));
-        s = e;
+impl Attempts {
+    /// The per-window allowances start again with each window.
+    pub fn start_window(&mut self) {
+        self.restarted_subscription = false;
+        self.restarted_page = false;
     }
-    ListingPlan { windows, gap }
 }
 
-fn trunc_secs(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A listing page was ingested; `next` is its next-page link.
+    Listed {
+        next: Option<String>,
+    },
+    ListFailed(ApiError),
+    /// A blob the ledger holds as listed is due to be fetched.
+    BlobDue {
+        expiration_ms: Option<i64>,
+    },
+    BlobFailed(ApiError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    FetchPage(String),
+    WindowDone,
+    /// Start the subscription, then ask for the same page again.
+    StartSubscription,
+    /// Ask for the window's first page again; the ledger drops what was already listed.
+    RestartWindow,
+    /// Plan the cycle's windows again, with the server clock learned from `Date` meanwhile.
+    Replan,
+    FetchBlob,
+    /// The blob can no longer be fetched: record it as expired with this reason.
+    WriteOff(String),
+    /// Only this blob failed: it stays pending and the cycle ends incomplete.
+    Postpone(ApiError),
+    /// The cycle ends with this error.
+    Fail(ApiError),
+}
+
+/// An error that concerns the whole tenant (a refused token, a missing permission), not one blob.
+fn tenant_wide(e: &ApiError) -> bool {
+    match e {
+        ApiError::Unauthorized(_) | ApiError::Credential(_) | ApiError::Unavailable(_) => true,
+        ApiError::Fatal { code, .. } => code.starts_with("AF"),
+        _ => false,
+    }
+}
+
+pub fn next_action(a: &mut Attempts, event: Event, now_ms: i64) -> Action {
+    match event {
+        Event::Listed { next: Some(n) } => Action::FetchPage(n),
+        Event::Listed { next: None } => Action::WindowDone,
+        Event::ListFailed(ApiError::NoSubscription { .. }) if !a.restarted_subscription => {
+            a.restarted_subscription = true;
+            Action::StartSubscription
+        }
+        Event::ListFailed(ApiError::BadPage { .. }) if !a.restarted_page => {
+            a.restarted_page = true;
+            Action::RestartWindow
+        }
+        Event::ListFailed(ApiError::BadWindow { .. }) if !a.replanned => {
+            a.replanned = true;
+            Action::Replan
+        }
+        Event::ListFailed(e) => Action::Fail(e),
+        // Only a blob expired for longer than the grace is written off without a request:
+        // AF20051 is certain by then.
+        Event::BlobDue { expiration_ms: Some(e) } if e.saturating_add(EXPIRY_GRACE_MS) <= now_ms => {
+            Action::WriteOff("contentExpiration passed more than a day before the blob could be fetched".into())
+        }
+        Event::BlobDue { .. } => Action::FetchBlob,
+        Event::BlobFailed(ApiError::Gone { code, message }) => Action::WriteOff(format!("{code}: {message}")),
+        Event::BlobFailed(e) if tenant_wide(&e) => Action::Fail(e),
+        Event::BlobFailed(e) => Action::Postpone(e),
+    }
 }
 
 /// One item of a content listing.
@@ -99,8 +142,9 @@ impl ContentItem {
     }
 }
 
-pub fn parse_listing(body: &[u8]) -> Result<Vec<ContentItem>, String> {
-    serde_json::from_slice(body).map_err(|e| format!("content listing is not the documented JSON array: {e}"))
+pub fn parse_listing(body: &[u8]) -> Result<Vec<ContentItem>, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::Transient(format!("content listing is not the documented JSON array: {e}")))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,43 +210,6 @@ fn explain(message: &str) -> String {
 mod tests {
     use super::*;
 
-    fn t(s: &str) -> DateTime<Utc> {
-        parse_cursor(s).unwrap()
-    }
-
-    #[test]
-    fn first_start_backfills_in_24h_windows_within_retention() {
-        let now = t("2026-11-21T12:00:00Z");
-        let p = plan_listing(None, now, RETENTION, Duration::from_secs(3600), Duration::from_secs(300));
-        assert_eq!(p.windows.first().unwrap().0, t("2026-11-14T12:05:00Z"));
-        assert_eq!(p.windows.last().unwrap().1, now);
-        assert!(p.windows.iter().all(|(s, e)| *e - *s <= chrono::Duration::hours(24) && s < e));
-        assert!(p.windows.windows(2).all(|w| w[0].1 == w[1].0), "windows must be contiguous");
-        assert_eq!(p.gap, None);
-    }
-
-    #[test]
-    fn resume_relists_the_overlap() {
-        let now = t("2026-11-21T12:00:00Z");
-        let p = plan_listing(
-            Some(t("2026-11-21T11:00:00Z")),
-            now,
-            RETENTION,
-            Duration::from_secs(6 * 3600),
-            Duration::from_secs(300),
-        );
-        assert_eq!(p.windows, vec![(t("2026-11-21T05:00:00Z"), now)]);
-    }
-
-    #[test]
-    fn a_cursor_older_than_retention_is_clamped_and_reported() {
-        let now = t("2026-11-21T12:00:00Z");
-        let old = t("2026-11-01T00:00:00Z");
-        let p = plan_listing(Some(old), now, RETENTION, Duration::from_secs(0), Duration::from_secs(300));
-        assert_eq!(p.gap, Some((old, t("2026-11-14T12:05:00Z"))));
-        assert_eq!(p.windows[0].0, t("2026-11-14T12:05:00Z"));
-    }
-
     #[test]
     fn af429_is_throttling_even_as_403_and_single_quoted() {
         let body = br#"{'error':{'code':'AF429','message':'Too many requests. Method=GetBlob, PublisherId=0000'}}"#;
@@ -227,5 +234,64 @@ mod tests {
         assert!(matches!(classify(503, b"", None), ApiError::Transient(_)));
         assert!(matches!(classify(401, b"", None), ApiError::Unauthorized(_)));
         assert!(classify(429, b"", None).is_retryable());
+    }
+
+    fn af(code: &str) -> ApiError {
+        ApiError::Fatal { code: code.into(), message: "m".into() }
+    }
+
+    #[test]
+    fn each_allowance_is_used_once_per_window_or_cycle() {
+        let mut a = Attempts::default();
+        let no_sub = || Event::ListFailed(ApiError::NoSubscription { code: "AF20022".into(), message: "m".into() });
+        let bad_page = || Event::ListFailed(ApiError::BadPage { code: "AF20031".into(), message: "m".into() });
+        let bad_window = || Event::ListFailed(ApiError::BadWindow { code: "AF20055".into(), message: "m".into() });
+        assert_eq!(next_action(&mut a, no_sub(), 0), Action::StartSubscription);
+        assert!(matches!(next_action(&mut a, no_sub(), 0), Action::Fail(ApiError::NoSubscription { .. })));
+        assert_eq!(next_action(&mut a, bad_page(), 0), Action::RestartWindow);
+        assert!(matches!(next_action(&mut a, bad_page(), 0), Action::Fail(ApiError::BadPage { .. })));
+        // The next window gets its own allowances; the replan is one per cycle.
+        a.start_window();
+        assert_eq!(next_action(&mut a, no_sub(), 0), Action::StartSubscription);
+        assert_eq!(next_action(&mut a, bad_page(), 0), Action::RestartWindow);
+        assert_eq!(next_action(&mut a, bad_window(), 0), Action::Replan);
+        a.start_window();
+        assert!(matches!(next_action(&mut a, bad_window(), 0), Action::Fail(ApiError::BadWindow { .. })));
+        assert_eq!(next_action(&mut a, Event::Listed { next: Some("u".into()) }, 0), Action::FetchPage("u".into()));
+        assert_eq!(next_action(&mut a, Event::Listed { next: None }, 0), Action::WindowDone);
+    }
+
+    #[test]
+    fn a_blob_is_tried_for_a_day_past_its_expiration_then_written_off() {
+        let mut a = Attempts::default();
+        let expires = parse("2026-11-21T12:00:00Z");
+        let due = |now: &str| {
+            next_action(&mut Attempts::default(), Event::BlobDue { expiration_ms: Some(expires) }, parse(now))
+        };
+        assert_eq!(due("2026-11-21T11:00:00Z"), Action::FetchBlob);
+        assert_eq!(due("2026-11-22T11:59:59Z"), Action::FetchBlob, "still within the day of grace");
+        assert!(matches!(due("2026-11-22T12:00:00Z"), Action::WriteOff(_)));
+        assert_eq!(next_action(&mut a, Event::BlobDue { expiration_ms: None }, i64::MAX), Action::FetchBlob);
+        let gone = ApiError::Gone { code: "AF20051".into(), message: "older than 7 days".into() };
+        assert_eq!(
+            next_action(&mut a, Event::BlobFailed(gone), 0),
+            Action::WriteOff("AF20051: older than 7 days".into())
+        );
+    }
+
+    #[test]
+    fn one_blob_failing_postpones_it_but_a_tenant_wide_refusal_ends_the_cycle() {
+        let mut a = Attempts::default();
+        let odd = ApiError::Fatal { code: "HTTP 404".into(), message: "not here".into() };
+        assert!(matches!(next_action(&mut a, Event::BlobFailed(odd), 0), Action::Postpone(_)));
+        let throttled = ApiError::Throttled { code: "AF429".into(), retry_after: None };
+        assert!(matches!(next_action(&mut a, Event::BlobFailed(throttled), 0), Action::Postpone(_)));
+        assert!(matches!(next_action(&mut a, Event::BlobFailed(af("AF10001")), 0), Action::Fail(_)));
+        let refused = ApiError::Unauthorized("401".into());
+        assert!(matches!(next_action(&mut a, Event::BlobFailed(refused), 0), Action::Fail(_)));
+    }
+
+    fn parse(s: &str) -> i64 {
+        crate::sources::window::parse_cursor(s).unwrap().timestamp_millis()
     }
 }

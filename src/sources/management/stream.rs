@@ -1,10 +1,10 @@
-//! The polling loop of one Management Activity stream.
+//! One Management Activity stream as a `Source`: what a polling cycle does.
 //!
 //! Each cycle: make sure the subscription is enabled; list `[cursor - overlap, now)` in legal
 //! windows, entering every new `contentId` into the blob ledger; then fetch every blob the ledger
-//! still holds as `listed`, oldest first (closest to expiry), with bounded concurrency. The
-//! listing cursor and each blob's fate move only through ingest, so a crash repeats work but
-//! never loses a blob.
+//! still holds as `listed`, oldest first (closest to expiry), with bounded concurrency. What each
+//! answer leads to is decided by `protocol::next_action`. The listing cursor and each blob's
+//! fate move only through ingest, so a crash repeats work but never loses a blob.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,20 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::ManagementClient;
 use super::config::ManagementSettings;
-use super::protocol::{self, ApiError};
+use super::protocol::{self, Action, ApiError, Attempts, Event};
 use crate::pipeline::StreamHandle;
-use crate::sources::record;
+use crate::sources::driver::{Outcome, Source};
+use crate::sources::{record, window};
 use crate::store::{Checkpoint, PendingBlob};
 
 /// Microsoft may take this long to publish the first content of a new subscription.
 const WARM_UP: Duration = Duration::from_secs(12 * 3600);
-
-enum CycleError {
-    /// Stops this stream only; the message says why and what to do.
-    Fatal(String),
-    /// Logged and retried next cycle.
-    Retry(String),
-}
 
 pub struct ManagementStream {
     pub client: Arc<ManagementClient>,
@@ -35,6 +29,23 @@ pub struct ManagementStream {
     pub content_type: String,
     pub settings: ManagementSettings,
     subscribed: bool,
+}
+
+impl Source for ManagementStream {
+    async fn cycle(&mut self, shutdown: &CancellationToken) -> Outcome {
+        if !self.subscribed
+            && let Err(o) = self.ensure_subscription().await
+        {
+            return o;
+        }
+        if let Err(o) = self.list_all(shutdown).await {
+            return o;
+        }
+        if let Err(o) = self.fetch_pending(shutdown).await {
+            return o;
+        }
+        self.warm_up().await.map_or(Outcome::Done, Outcome::WarmingUp)
+    }
 }
 
 impl ManagementStream {
@@ -47,84 +58,18 @@ impl ManagementStream {
         ManagementStream { client, handle, content_type, settings, subscribed: false }
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let id = self.handle.key.id.clone();
-        self.handle.set_state("running", None).await;
-        loop {
-            if !self.handle.wait_open(&shutdown).await {
-                break;
-            }
-            // Safe to abandon at any await: every durable step is its own ingest transaction.
-            let outcome = tokio::select! {
-                r = self.cycle(&shutdown) => r,
-                _ = shutdown.cancelled() => break,
-            };
-            match outcome {
-                Ok(()) => {
-                    self.handle.success().await;
-                    self.report_warm_up().await;
-                }
-                Err(CycleError::Fatal(msg)) => {
-                    tracing::error!(stream = %id, error = %msg, "stream stopped; other streams continue");
-                    self.handle.error(msg.clone()).await;
-                    self.handle.set_state("stopped", Some(msg)).await;
-                    return;
-                }
-                Err(CycleError::Retry(msg)) => {
-                    tracing::warn!(stream = %id, error = %msg, "polling cycle incomplete; will retry");
-                    self.handle.error(msg).await;
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                _ = shutdown.cancelled() => break,
-            }
-        }
-        self.handle.set_state("stopped", Some("shut down".into())).await;
-    }
-
     /// The first 12 hours of a new subscription may have no content: say so, it is not an error.
-    async fn report_warm_up(&self) {
+    async fn warm_up(&self) -> Option<String> {
         let listed = self.handle.blobs_ever_listed().await.unwrap_or(1);
         let started = self.handle.subscription_started_at().await;
         let warming = listed == 0 && started.is_some_and(|t| crate::store::now_ms() - t < WARM_UP.as_millis() as i64);
-        if warming {
-            self.handle
-                .set_state(
-                    "warming_up",
-                    Some(
-                        "subscription started recently; Microsoft can take up to 12 hours to publish the first content"
-                            .into(),
-                    ),
-                )
-                .await;
-        } else {
-            self.handle.set_state("running", None).await;
-        }
+        warming.then(|| {
+            "subscription started recently; Microsoft can take up to 12 hours to publish the first content".into()
+        })
     }
 
-    async fn cycle(&mut self, shutdown: &CancellationToken) -> Result<(), CycleError> {
-        if !self.subscribed {
-            self.ensure_subscription().await?;
-        }
-        let mut replanned = false;
-        loop {
-            match self.list_all(shutdown).await {
-                Err(ListError::BadWindow(msg)) if !replanned => {
-                    // The server clock moved (learned from `Date`); plan again once with it.
-                    tracing::warn!(stream = %self.handle.key.id, error = %msg, skew_ms = self.client.clock().offset_ms(), "window rejected; replanning with the server clock");
-                    replanned = true;
-                }
-                Err(ListError::BadWindow(msg)) => return Err(CycleError::Retry(msg)),
-                Err(ListError::Cycle(e)) => return Err(e),
-                Ok(()) => break,
-            }
-        }
-        self.fetch_pending(shutdown).await
-    }
-
-    async fn ensure_subscription(&mut self) -> Result<(), CycleError> {
-        let subs = self.client.list_subscriptions().await.map_err(|e| self.api_error(e))?;
+    async fn ensure_subscription(&mut self) -> Result<(), Outcome> {
+        let subs = self.client.list_subscriptions().await.map_err(outcome)?;
         let enabled = subs.iter().any(|s| {
             s.content_type.eq_ignore_ascii_case(&self.content_type) && s.status.eq_ignore_ascii_case("enabled")
         });
@@ -135,49 +80,50 @@ impl ManagementStream {
         Ok(())
     }
 
-    async fn start_subscription(&mut self) -> Result<(), CycleError> {
+    async fn start_subscription(&mut self) -> Result<(), Outcome> {
         tracing::info!(stream = %self.handle.key.id, "starting Management Activity subscription");
-        self.client.start_subscription(&self.content_type).await.map_err(|e| self.api_error(e))?;
+        self.client.start_subscription(&self.content_type).await.map_err(outcome)?;
         self.handle.subscription_started().await;
         Ok(())
     }
 
-    async fn list_all(&mut self, shutdown: &CancellationToken) -> Result<(), ListError> {
-        let cursor = self
-            .handle
-            .cursor()
-            .await
-            .map_err(|e| ListError::Cycle(CycleError::Retry(e.to_string())))?
-            .as_deref()
-            .and_then(protocol::parse_cursor);
-        let s = &self.settings;
-        let plan = protocol::plan_listing(cursor, self.client.clock().now(), s.backfill, s.overlap, s.retention_margin);
-        if let Some((from, to)) = plan.gap {
-            let msg = format!(
-                "collector was behind for longer than Microsoft keeps content: blobs created between {from} and {to} can no longer be listed and may be lost"
-            );
-            tracing::error!(stream = %self.handle.key.id, "{msg}");
-            self.handle.error(msg).await;
-        }
-        for (start, end) in plan.windows {
-            if shutdown.is_cancelled() || !self.handle.wait_open(shutdown).await {
-                return Ok(());
+    async fn list_all(&mut self, shutdown: &CancellationToken) -> Result<(), Outcome> {
+        let mut attempts = Attempts::default();
+        'plan: loop {
+            let cursor = self.handle.cursor().await.map_err(retry)?.as_deref().and_then(window::parse_cursor);
+            let s = &self.settings;
+            let reach = window::Reach { backfill: s.backfill, overlap: s.overlap };
+            let plan = window::plan(cursor, self.client.clock().now(), reach, protocol::limits(s.retention_margin));
+            if let Some((from, to)) = plan.gap {
+                self.handle.report_gap(from, to).await;
             }
-            self.list_window(start, end).await?;
+            for (start, end) in plan.windows {
+                if shutdown.is_cancelled() || !self.handle.wait_open(shutdown).await {
+                    return Ok(());
+                }
+                attempts.start_window();
+                if self.list_window(&mut attempts, start, end).await? == Action::Replan {
+                    tracing::warn!(stream = %self.handle.key.id, skew_ms = self.client.clock().offset_ms(),
+                        "window rejected; replanning with the server clock");
+                    continue 'plan;
+                }
+            }
+            return Ok(());
         }
-        Ok(())
     }
 
+    /// Lists one window to its last page; returns `WindowDone`, or `Replan` when the server
+    /// refused the window's bounds.
     async fn list_window(
         &mut self,
+        attempts: &mut Attempts,
         start: chrono::DateTime<chrono::Utc>,
         end: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), ListError> {
+    ) -> Result<Action, Outcome> {
         let first = self.client.content_url(&self.content_type, &protocol::fmt_time(start), &protocol::fmt_time(end));
         let mut url = first.clone();
-        let (mut restarted_sub, mut restarted_page) = (false, false);
         loop {
-            match self.client.list_page(&url).await {
+            let event = match self.client.list_page(&url).await {
                 Ok((items, next)) => {
                     let blobs = items.iter().map(|i| i.listing()).collect();
                     // The cursor moves to the window's end only with its last page.
@@ -185,37 +131,35 @@ impl ManagementStream {
                     self.handle
                         .ingest(Vec::new(), Vec::new(), 0, Checkpoint::BlobsListed { blobs, watermark })
                         .await
-                        .map_err(|e| ListError::Cycle(CycleError::Retry(e.to_string())))?;
-                    match next {
-                        Some(n) => url = n,
-                        None => return Ok(()),
-                    }
+                        .map_err(retry)?;
+                    Event::Listed { next }
                 }
-                Err(ApiError::NoSubscription { .. }) if !restarted_sub => {
-                    restarted_sub = true;
-                    self.start_subscription().await.map_err(ListError::Cycle)?;
-                }
-                Err(ApiError::BadPage { .. }) if !restarted_page => {
-                    // A refused nextPage token: list the window again from its start; the ledger drops repeats.
-                    restarted_page = true;
-                    url = first.clone();
-                }
-                Err(ApiError::BadWindow { code, message }) => {
-                    return Err(ListError::BadWindow(format!("{code}: {message}")));
-                }
-                Err(e) => return Err(ListError::Cycle(self.api_error(e))),
+                Err(e) => Event::ListFailed(e),
+            };
+            match protocol::next_action(attempts, event, self.now_ms()) {
+                Action::FetchPage(next) => url = next,
+                Action::StartSubscription => self.start_subscription().await?,
+                // A refused nextPage token: list the window again; the ledger drops repeats.
+                Action::RestartWindow => url = first.clone(),
+                a @ (Action::WindowDone | Action::Replan) => return Ok(a),
+                Action::Fail(e) | Action::Postpone(e) => return Err(outcome(e)),
+                Action::FetchBlob | Action::WriteOff(_) => unreachable!("listing events lead to listing actions"),
             }
         }
     }
 
-    async fn fetch_pending(&mut self, shutdown: &CancellationToken) -> Result<(), CycleError> {
-        let pending = self.handle.pending_blobs().await.map_err(|e| CycleError::Retry(e.to_string()))?;
+    fn now_ms(&self) -> i64 {
+        self.client.clock().now().timestamp_millis()
+    }
+
+    async fn fetch_pending(&mut self, shutdown: &CancellationToken) -> Result<(), Outcome> {
+        let pending = self.handle.pending_blobs().await.map_err(retry)?;
         if pending.is_empty() {
             return Ok(());
         }
         let total = pending.len();
         let this = &*self;
-        let results: Vec<Result<(), CycleError>> = futures::stream::iter(pending)
+        let results: Vec<Result<(), ApiError>> = futures::stream::iter(pending)
             .map(|b| async move {
                 if shutdown.is_cancelled() || !this.handle.wait_open(shutdown).await {
                     return Ok(());
@@ -225,94 +169,99 @@ impl ManagementStream {
             .buffer_unordered(self.settings.fetch_concurrency)
             .collect()
             .await;
-        let mut failed = 0;
-        let mut last = None;
-        for r in results {
-            match r {
-                Ok(()) => {}
-                Err(CycleError::Fatal(m)) => return Err(CycleError::Fatal(m)),
-                Err(CycleError::Retry(m)) => {
-                    failed += 1;
-                    last = Some(m);
-                }
-            }
-        }
-        match last {
+        let failed: Vec<ApiError> = results.into_iter().filter_map(Result::err).collect();
+        // A tenant-wide refusal says more than the blobs it kept pending.
+        let worst = failed
+            .iter()
+            .find(|e| {
+                matches!(
+                    protocol::next_action(&mut Attempts::default(), Event::BlobFailed((*e).clone()), 0),
+                    Action::Fail(_)
+                )
+            })
+            .or_else(|| failed.iter().find(|e| matches!(e, ApiError::Throttled { .. })))
+            .or(failed.last());
+        match worst {
             None => Ok(()),
-            Some(m) => {
-                Err(CycleError::Retry(format!("{failed} of {total} blobs not fetched yet (they stay pending): {m}")))
-            }
+            Some(e) => Err(match outcome(e.clone()) {
+                Outcome::Retry { after, why } => Outcome::Retry {
+                    after,
+                    why: format!("{} of {total} blobs not fetched yet (they stay pending): {why}", failed.len()),
+                },
+                other => other,
+            }),
         }
     }
 
-    async fn fetch_one(&self, b: PendingBlob) -> Result<(), CycleError> {
-        // Past `contentExpiration` a fetch is still tried for a day: Microsoft counts 7 days from
-        // when it first announced the blob, which can be later than `contentCreated`. Only a
-        // blob expired for longer is written off without a request (AF20051 is certain by then).
-        let now_ms = self.client.clock().now().timestamp_millis();
-        if b.content_expiration_ms.is_some_and(|e| e + 86_400_000 <= now_ms) {
-            return self
-                .expired(&b, "contentExpiration passed more than a day before the blob could be fetched".into())
-                .await;
+    async fn fetch_one(&self, b: PendingBlob) -> Result<(), ApiError> {
+        let event = Event::BlobDue { expiration_ms: b.content_expiration_ms };
+        if let Action::WriteOff(detail) = protocol::next_action(&mut Attempts::default(), event, self.now_ms()) {
+            return self.expired(&b, detail).await;
         }
         // Held until the records are spooled, so memory is bounded per tenant.
-        let _slot = self.client.fetch_slots.acquire().await.map_err(|e| CycleError::Retry(e.to_string()))?;
-        match self.client.fetch_blob(&b.content_uri).await {
-            Ok(body) => {
-                let parsed = record::parse_management_blob(&body)
-                    .map_err(|e| CycleError::Retry(format!("blob {}: {e}", b.content_id)))?;
-                self.handle
-                    .ingest(
-                        body,
-                        parsed.records,
-                        parsed.without_id,
-                        Checkpoint::BlobFetched { content_id: b.content_id },
-                    )
-                    .await
-                    .map_err(|e| CycleError::Retry(e.to_string()))?;
-                Ok(())
+        let _slot = self.client.fetch_slots.acquire().await.map_err(|e| ApiError::Transient(e.to_string()))?;
+        let body = match self.client.fetch_blob(&b.content_uri).await {
+            Ok(body) => body,
+            Err(e) => {
+                return match protocol::next_action(&mut Attempts::default(), Event::BlobFailed(e), self.now_ms()) {
+                    Action::WriteOff(detail) => self.expired(&b, detail).await,
+                    Action::Fail(e) | Action::Postpone(e) => Err(e),
+                    other => unreachable!("a blob failure leads to a blob action, not {other:?}"),
+                };
             }
-            Err(ApiError::Gone { code, message }) => self.expired(&b, format!("{code}: {message}")).await,
-            Err(e) => Err(self.api_error(e)),
-        }
+        };
+        let parsed = record::parse_management_blob(&body)
+            .map_err(|e| ApiError::Transient(format!("blob {}: {e}", b.content_id)))?;
+        self.handle
+            .ingest(body, parsed.records, parsed.without_id, Checkpoint::BlobFetched { content_id: b.content_id })
+            .await
+            .map_err(|e| ApiError::Transient(e.to_string()))?;
+        Ok(())
     }
 
-    async fn expired(&self, b: &PendingBlob, detail: String) -> Result<(), CycleError> {
+    async fn expired(&self, b: &PendingBlob, detail: String) -> Result<(), ApiError> {
         tracing::error!(stream = %self.handle.key.id, content_id = %b.content_id, created = %b.content_created, %detail,
             "content blob expired before it could be fetched; its records are lost at the source and counted");
         metrics::counter!("auditkeeper_blobs_expired_total", "stream" => self.handle.key.id.clone()).increment(1);
         self.handle
             .ingest(Vec::new(), Vec::new(), 0, Checkpoint::BlobExpired { content_id: b.content_id.clone(), detail })
             .await
-            .map_err(|e| CycleError::Retry(e.to_string()))?;
+            .map_err(|e| ApiError::Transient(e.to_string()))?;
         Ok(())
     }
+}
 
-    fn api_error(&self, e: ApiError) -> CycleError {
-        match e {
-            ApiError::Fatal { code, message } => CycleError::Fatal(format!("{code}: {message}{}", hint(&code))),
-            ApiError::Unauthorized(m) => CycleError::Retry(format!(
-                "401 even after a fresh token ({m}); check the app's ActivityFeed.Read permission and admin consent"
-            )),
-            ApiError::Credential(m) => CycleError::Retry(format!(
-                "{m} (check client_id, the client secret and tenant_id; the secret is re-read on the next attempt)"
-            )),
-            other => CycleError::Retry(other.to_string()),
-        }
+fn retry(e: impl std::fmt::Display) -> Outcome {
+    Outcome::Retry { after: None, why: e.to_string() }
+}
+
+/// A failed call as the cycle's outcome, with what the operator should check.
+fn outcome(e: ApiError) -> Outcome {
+    match e {
+        // No permission is not a fault of this stream: check again later, like Graph's.
+        ApiError::Fatal { ref code, ref message } if code == "AF10001" => Outcome::Unavailable {
+            needs: format!(
+                "{code}: {message} (grant the app the ActivityFeed.Read application permission on Office 365 Management APIs, with admin consent)"
+            ),
+        },
+        e => Outcome::from_error(e, hint),
     }
 }
 
-enum ListError {
-    BadWindow(String),
-    Cycle(CycleError),
-}
-
-fn hint(code: &str) -> &'static str {
-    match code {
-        "AF10001" => " (grant the app the ActivityFeed.Read application permission and admin consent)",
-        "AF20010" => " (the token's tenant differs from tenant_id)",
-        "AF20011" | "AF20012" | "AF20013" => " (check tenant_id)",
-        "AF20020" => " (content type not supported)",
+fn hint(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::Fatal { code, .. } => match code.as_str() {
+            "AF20010" => " (the token's tenant differs from tenant_id)",
+            "AF20011" | "AF20012" | "AF20013" => " (check tenant_id)",
+            "AF20020" => " (content type not supported)",
+            _ => "",
+        },
+        ApiError::Unauthorized(_) => {
+            " (401 even after a fresh token: check the app's ActivityFeed.Read permission and admin consent)"
+        }
+        ApiError::Credential(_) => {
+            " (check client_id, the client secret and tenant_id; the secret is re-read on the next attempt)"
+        }
         _ => "",
     }
 }
