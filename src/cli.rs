@@ -1,6 +1,5 @@
 //! Command line: `run`, `validate`, `status`, `dead-letter`, `archive`, `demo`, `simulate`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,6 +46,7 @@ enum Cmd {
         action: ArchiveCmd,
     },
     /// Run the collector against the built-in simulated tenant into ./demo-output.
+    #[cfg(feature = "simulator")]
     Demo {
         #[arg(long, default_value = "demo-output")]
         output: PathBuf,
@@ -55,9 +55,10 @@ enum Cmd {
         records: u64,
     },
     /// Serve the simulated tenant over HTTPS, e.g. to test a SIEM pipeline.
+    #[cfg(feature = "simulator")]
     Simulate {
         #[arg(long, default_value = "127.0.0.1:8443")]
-        listen: SocketAddr,
+        listen: std::net::SocketAddr,
         /// Where to write the simulator's CA certificate (PEM).
         #[arg(long, default_value = "auditkeeper-sim-ca.pem")]
         ca_out: PathBuf,
@@ -126,12 +127,16 @@ pub fn main() -> ExitCode {
         Cmd::Run { config } => run(&config),
         Cmd::DeadLetter { action } => dead_letter(action),
         Cmd::Archive { action: ArchiveCmd::Verify { dir } } => archive_verify(&dir),
+        #[cfg(feature = "simulator")]
         Cmd::Demo { output, records } => runtime().block_on(crate::demo::run(&output, records)),
-        Cmd::Simulate { listen, ca_out, scenario, hostile } => simulate(listen, ca_out, scenario, hostile),
+        #[cfg(feature = "simulator")]
+        Cmd::Simulate { listen, ca_out, scenario, hostile } => {
+            runtime().block_on(crate::demo::simulate(listen, ca_out, scenario, hostile))
+        }
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
 }
 
@@ -284,47 +289,4 @@ fn spawn_signal_handler(shutdown: crate::pipeline::shutdown::Shutdown) {
         }
         shutdown.stop();
     });
-}
-
-fn simulate(listen: SocketAddr, ca_out: PathBuf, scenario: Option<PathBuf>, hostile: bool) -> ExitCode {
-    crate::telemetry::init_logging("text", "info");
-    let mut sc = if hostile { crate::simulator::Scenario::hostile() } else { crate::simulator::Scenario::default() };
-    if let Some(p) = scenario {
-        let text = match std::fs::read_to_string(&p) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("{}: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        };
-        sc = match toml_from_str(&text) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{}: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        };
-    }
-    runtime().block_on(async move {
-        let sim = match crate::simulator::Simulator::start(sc, listen, &ca_out).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(1);
-            }
-        };
-        let s = &sim.tenant.scenario;
-        println!("simulated tenant listening on {}", sim.base_url());
-        println!("  CA certificate: {}   (set [http] ca_file to it)", ca_out.display());
-        println!("  tenant_id: {}   client_id: {}", s.tenant_id, s.client_id);
-        println!("  client secret: in the scenario (default \"sim-secret-do-not-use\")");
-        println!("  endpoints: authority = management = {}", sim.base_url());
-        println!("  ground truth: {}/_sim/truth   request stats: {}/_sim/stats", sim.base_url(), sim.base_url());
-        let _ = tokio::signal::ctrl_c().await;
-        ExitCode::SUCCESS
-    })
-}
-
-fn toml_from_str(text: &str) -> Result<crate::simulator::Scenario, ::config::ConfigError> {
-    config::from_toml_str(text)
 }

@@ -194,11 +194,22 @@ impl Daemon {
     /// Runs until a stop is asked (or a task fails), then stops polling and drains the
     /// forwarders within the timeout. Returns the failure that ended the daemon, if any.
     pub async fn wait(mut self) -> Result<(), TaskFailure> {
+        // A task ending after the stop was asked is expected, whichever branch sees it first.
         let mut failure = tokio::select! {
+            biased;
             _ = self.shutdown.stop_token().cancelled() => None,
-            Some(r) = self.sources.set.join_next_with_id() => self.sources.ended(r, false),
-            Some(r) = self.forwarders.set.join_next_with_id() => self.forwarders.ended(r, false),
-            Some(r) = self.maintenance.set.join_next_with_id() => self.maintenance.ended(r, false),
+            Some(r) = self.sources.set.join_next_with_id() => {
+                let expected = self.shutdown.is_stopping();
+                self.sources.ended(r, expected)
+            }
+            Some(r) = self.forwarders.set.join_next_with_id() => {
+                let expected = self.shutdown.is_stopping();
+                self.forwarders.ended(r, expected)
+            }
+            Some(r) = self.maintenance.set.join_next_with_id() => {
+                let expected = self.shutdown.is_stopping();
+                self.maintenance.ended(r, expected)
+            }
         };
         self.shutdown.stop();
         tracing::info!("shutting down: polling stopped, forwarders draining");
@@ -232,5 +243,28 @@ impl Daemon {
     pub async fn stop(self) -> Result<(), TaskFailure> {
         self.shutdown.stop();
         self.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_or_returns_on_its_own_is_a_failure_named_after_it() {
+        let mut t = Tasks::default();
+        t.spawn("stream t/graph/x".into(), async { panic!("boom") });
+        let r = t.set.join_next_with_id().await.unwrap();
+        let f = t.ended(r, false).expect("a panic is a failure");
+        assert_eq!((f.task.as_str(), f.how.as_str()), ("stream t/graph/x", "panicked: boom"));
+        t.spawn("forwarder s".into(), async {});
+        let r = t.set.join_next_with_id().await.unwrap();
+        let f = t.ended(r, false).expect("an early return is a failure");
+        assert_eq!(f.to_string(), "forwarder s ended unexpectedly: returned");
+        t.spawn("forwarder s".into(), async {});
+        let r = t.set.join_next_with_id().await.unwrap();
+        assert!(t.ended(r, true).is_none(), "an asked-for end is not");
+        t.spawn("maintenance".into(), async { panic!("{}", String::from("disk")) });
+        assert_eq!(t.join_all().await.map(|f| f.how), Some("panicked: disk".into()));
     }
 }

@@ -208,3 +208,42 @@ async fn run_inner(out: &Path, records: u64) -> Result<bool, Box<dyn std::error:
     );
     Ok(ok && missing == 0 && duplicates == 0)
 }
+
+/// `auditkeeper simulate`: the simulated tenant alone, until Ctrl-C.
+pub async fn simulate(
+    listen: std::net::SocketAddr,
+    ca_out: std::path::PathBuf,
+    scenario: Option<std::path::PathBuf>,
+    hostile: bool,
+) -> ExitCode {
+    crate::telemetry::init_logging("text", "info");
+    let mut sc = if hostile { Scenario::hostile() } else { Scenario::default() };
+    if let Some(p) = scenario {
+        let parsed = std::fs::read_to_string(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|text| crate::config::from_toml_str::<Scenario>(&text).map_err(|e| e.to_string()));
+        sc = match parsed {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        };
+    }
+    let sim = match Simulator::start(sc, listen, &ca_out).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let s = &sim.tenant.scenario;
+    println!("simulated tenant listening on {}", sim.base_url());
+    println!("  CA certificate: {}   (set [http] ca_file to it)", ca_out.display());
+    println!("  tenant_id: {}   client_id: {}", s.tenant_id, s.client_id);
+    println!("  client secret: in the scenario (default \"sim-secret-do-not-use\")");
+    println!("  endpoints: authority = management = {}", sim.base_url());
+    println!("  ground truth: {}/_sim/truth   request stats: {}/_sim/stats", sim.base_url(), sim.base_url());
+    let _ = tokio::signal::ctrl_c().await;
+    ExitCode::SUCCESS
+}

@@ -11,9 +11,11 @@ pub mod cli;
 pub mod common;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "simulator")]
 pub mod demo;
 pub mod http;
 pub mod pipeline;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod sinks;
 pub mod sources;

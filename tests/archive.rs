@@ -1,6 +1,8 @@
 //! The archive sink: closed files sealed into a hash-chained manifest, `archive verify` naming
 //! the first break (edited file, removed entry, missing file), and retention recorded in the chain.
 
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::path::{Path, PathBuf};

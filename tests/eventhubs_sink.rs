@@ -3,6 +3,8 @@
 //! partition keys; refused tokens; rejected, released and modified deliveries; throttling;
 //! dropped connections; a killed collector; oversize records; both ways of signing in.
 
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::collections::HashMap;
@@ -63,8 +65,8 @@ async fn run_until_on_hub(h: &Harness, fake: &FakeEventHubs) -> auditkeeper::sim
     let truth = h.sim.tenant.truth();
     h.wait_complete(Duration::from_secs(90)).await;
     wait_for("hub delivery", Duration::from_secs(120), || fake.event_count() >= truth.ids.len()).await;
-    // Let a duplicate in flight land before counting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Committed means nothing is in flight any more that could still land twice.
+    wait_for("the hub sink's offset committed", Duration::from_secs(30), || h.backlog("hub") == 0).await;
     daemon.stop().await.expect("clean shutdown");
     truth
 }
@@ -88,7 +90,7 @@ async fn every_record_arrives_once_byte_identical_with_properties_partition_key_
     let truth = h.sim.tenant.truth();
     h.wait_complete(Duration::from_secs(90)).await;
     wait_for("hub delivery", Duration::from_secs(60), || fake.event_count() >= truth.ids.len()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for("the hub sink's offset committed", Duration::from_secs(30), || h.backlog("hub") == 0).await;
     let st = status(&h);
     daemon.stop().await.expect("clean shutdown");
 
@@ -143,7 +145,7 @@ async fn a_refused_token_shows_in_status_loses_nothing_and_recovers() {
 
     fake.faults(|f| f.put_token_status = 0);
     wait_for("delivery after the fix", Duration::from_secs(90), || fake.event_count() >= truth.ids.len()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for("the hub sink's offset committed", Duration::from_secs(30), || h.backlog("hub") == 0).await;
     daemon.stop().await.expect("clean shutdown");
     assert_exactly_once(&truth.ids, &by_record(&fake.events()));
 }
@@ -196,7 +198,7 @@ async fn an_oversize_record_is_dead_lettered_and_the_rest_flow() {
         done
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for("the hub sink's offset committed", Duration::from_secs(30), || h.backlog("hub") == 0).await;
     daemon.stop().await.expect("clean shutdown");
     let got = by_record(&fake.events());
     assert!(got.values().all(|n| *n == 1), "no duplicates");
@@ -248,9 +250,9 @@ async fn a_collector_killed_mid_send_delivers_everything_after_restart_with_at_m
     for round in 0..3u64 {
         let before = fake.event_count();
         let daemon = BinaryDaemon::spawn(&h.config, &[]);
-        // Wait until this run is sending, then kill it a little later.
-        wait_for("sending", Duration::from_secs(60), || fake.event_count() > before).await;
-        tokio::time::sleep(Duration::from_millis(150 + round * 170)).await;
+        // Kill once this run has delivered some of its own: with slow settlement a send is in flight.
+        let progress = 100 + round as usize * 150;
+        wait_for("sending", Duration::from_secs(60), || fake.event_count() >= before + progress).await;
         daemon.kill();
         kills += 1;
         assert!(fake.event_count() < truth.ids.len(), "the kill landed before the end");

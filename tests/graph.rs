@@ -2,6 +2,8 @@
 //! records, key-order noise), pacing under Microsoft's 5-per-10-s limit, and a tenant without
 //! Entra ID P1/P2 whose other streams keep flowing.
 
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -11,7 +13,7 @@ use auditkeeper::daemon::Daemon;
 use auditkeeper::demo::ConfigExtras;
 use auditkeeper::simulator::Scenario;
 use auditkeeper::sources::graph::protocol::canonical;
-use common::Harness;
+use common::{BinaryDaemon, Harness, wait_until};
 
 fn canon(json: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
@@ -67,7 +69,12 @@ async fn every_version_of_every_record_once_within_the_rate_limit() {
     };
     let h = Harness::new(scenario, extras()).await;
     let daemon = Daemon::start(&h.settings()).await.expect("daemon");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Let live, late and changed records happen while collection runs, then stop generating:
+    // wait until a good part of the history arrived and the tenant served updates of records.
+    wait_until("live collection with updates", Duration::from_secs(60), || {
+        delivered(&h).len() >= 1_000 && h.sim.tenant.graph.truth(h.sim.tenant.now()).values().any(|(_, v)| v.len() > 1)
+    })
+    .await;
     h.sim.tenant.freeze();
     let start = Instant::now();
     let (truth, got) = loop {
@@ -271,28 +278,24 @@ async fn kill_9_mid_stream_resumes_every_graph_and_arm_stream() {
     let mut extras = extras();
     extras.sink = "batch = { max_records = 200 }".into();
     let h = Harness::new(scenario, extras).await;
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
-            .args(["run", "--config"])
-            .arg(&h.config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    // Kill each run as soon as it delivered something of its own: mid-stream, since a page of
+    // every stream takes a few paced calls.
     let mut kills = 0;
-    for wait_ms in [2_500u64, 4_000, 3_000] {
-        let mut child = spawn();
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+    for progress in [1usize, 1, 1] {
+        let before = delivered(&h).values().map(Vec::len).sum::<usize>();
+        let daemon = BinaryDaemon::spawn(&h.config, &[]);
+        wait_until("progress before the kill", Duration::from_secs(120), || {
+            delivered(&h).values().map(Vec::len).sum::<usize>() >= before + progress
+        })
+        .await;
+        daemon.kill();
         kills += 1;
     }
     let before_final = delivered(&h).len();
     let now = h.sim.tenant.now();
     let truth = h.sim.tenant.graph.truth(now);
     assert!(before_final < truth.len(), "the kills must land before the end");
-    let mut child = spawn();
+    let daemon = BinaryDaemon::spawn(&h.config, &[]);
     let start = Instant::now();
     let got = loop {
         let got = delivered(&h);
@@ -312,8 +315,7 @@ async fn kill_9_mid_stream_resumes_every_graph_and_arm_stream() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    assert!(daemon.terminate().success());
     // Pages re-read after a kill are dropped at ingest (their keys were committed with them);
     // only a batch in flight to the sink can repeat: at most one batch per kill.
     let mut repeats = 0;

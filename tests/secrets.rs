@@ -1,36 +1,32 @@
 //! A wrong client secret: the daemon keeps running, says clearly what is wrong, and never
 //! prints the secret in logs or `status`.
 
+#![cfg(feature = "simulator")]
+
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use auditkeeper::demo::ConfigExtras;
 use auditkeeper::simulator::Scenario;
-use common::Harness;
+use common::{BinaryDaemon, Harness, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_secret_is_reported_without_being_printed() {
     let h = Harness::new(Scenario { history_records: 200, ..Scenario::default() }, ConfigExtras::default()).await;
     let wrong = "Wr0ng-Secret-Value-Never-To-Be-Seen";
     std::fs::write(h.dir.path().join("client-secret"), wrong).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
-        .args(["run", "--config"])
-        .arg(&h.config)
-        .env("AUDITKEEPER_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let log = h.dir.path().join("daemon.log");
+    let daemon = BinaryDaemon::spawn_logging(&h.config, &[("AUDITKEEPER_LOG", "debug".as_ref())], &log);
+    // The refusal reaches status once the call's retries (and the one token refresh) are spent.
+    wait_until("the refusal in status", Duration::from_secs(60), || h.status().contains("AADSTS7000215")).await;
     let status =
         Command::new(env!("CARGO_BIN_EXE_auditkeeper")).args(["status", "--config"]).arg(&h.config).output().unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(daemon.terminate().success());
+    let logs = std::fs::read_to_string(&log).unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
+    assert!(logs.contains("AADSTS7000215"), "the logs say why too");
     assert!(!logs.contains(wrong) && !status.contains(wrong), "the secret leaked");
     assert!(status.contains("AADSTS7000215"), "status must say why: {status}");
     assert!(h.delivered().is_empty());
@@ -59,23 +55,11 @@ async fn an_event_hubs_key_and_its_signatures_never_reach_logs_or_status() {
     )
     .await;
     let log_file = h.dir.path().join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
-        .args(["run", "--config"])
-        .arg(&h.config)
-        .env("AUDITKEEPER_LOG", "trace")
-        .stdout(Stdio::null())
-        // A file, not a pipe: trace output would fill a pipe nobody reads until the end.
-        .stderr(Stdio::from(std::fs::File::create(&log_file).unwrap()))
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while fake.tokens().len() < 2 && start.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let daemon = BinaryDaemon::spawn_logging(&h.config, &[("AUDITKEEPER_LOG", "trace".as_ref())], &log_file);
+    wait_until("two SAS tokens offered", Duration::from_secs(60), || fake.tokens().len() >= 2).await;
     let status =
         Command::new(env!("CARGO_BIN_EXE_auditkeeper")).args(["status", "--config"]).arg(&h.config).output().unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    assert!(daemon.terminate().success());
     let logs = std::fs::read_to_string(&log_file).unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
     let offered = fake.tokens();

@@ -314,3 +314,7 @@ fn dead_letter_batch(rows: &[DeadLetter]) -> Batch {
     }
     batch
 }
+
+#[cfg(test)]
+#[path = "forwarder_tests.rs"]
+mod tests;

@@ -51,3 +51,38 @@ impl SpoolGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_gate_holds_sources_until_it_opens_and_says_why() {
+        let gate = SpoolGate::default();
+        let stop = CancellationToken::new();
+        assert!(gate.wait_open(&stop).await, "open at start");
+        assert!(gate.close("spool full".into()));
+        assert!(!gate.close("spool still full".into()), "already closed");
+        assert_eq!(gate.reason().as_deref(), Some("spool still full"));
+        let g = gate.clone();
+        let s = stop.clone();
+        let waiter = tokio::spawn(async move { g.wait_open(&s).await });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!waiter.is_finished(), "a source waits as long as the gate is closed");
+        assert!(gate.open());
+        assert!(!gate.open(), "already open");
+        assert!(waiter.await.unwrap(), "opening lets it through");
+        assert_eq!(gate.reason(), None);
+    }
+
+    #[tokio::test]
+    async fn shutdown_releases_a_waiting_source() {
+        let gate = SpoolGate::default();
+        gate.close("spool full".into());
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(!gate.wait_open(&stop).await);
+    }
+}

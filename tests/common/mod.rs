@@ -23,9 +23,6 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new(scenario: Scenario, extras: ConfigExtras) -> Harness {
-        if std::env::var_os("AK_DEBUG").is_some() {
-            auditkeeper::telemetry::init_logging("text", "info");
-        }
         let dir = tempfile::tempdir().expect("tempdir");
         let sim = Simulator::start(scenario, "127.0.0.1:0".parse().unwrap(), &dir.path().join("ca.pem"))
             .await
@@ -62,26 +59,6 @@ impl Harness {
             }
             if start.elapsed() > timeout {
                 let status = auditkeeper::status::render(&self.state_dir()).unwrap_or_default();
-                if std::env::var_os("AK_DEBUG").is_some() {
-                    let m = truth.ids.iter().find(|i| !got.contains_key(*i)).unwrap();
-                    let out = std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(format!(
-                            "grep -rh {m} {} | head -c 600; echo; grep -rh {m} {} | wc -c",
-                            self.dir.path().display(),
-                            self.dir.path().display()
-                        ))
-                        .arg(self.dir.path())
-                        .output()
-                        .unwrap();
-                    eprintln!("missing {m} found in: {}", String::from_utf8_lossy(&out.stdout));
-                    let _ =
-                        std::process::Command::new("cp").arg("-r").arg(self.dir.path()).arg("/tmp/akdebug").status();
-                    let out = std::process::Command::new("find").arg(self.dir.path()).output().unwrap();
-                    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-                    let extra: Vec<_> = got.keys().filter(|k| !truth.ids.contains(k)).take(3).collect();
-                    eprintln!("extra: {extra:?} of {}", got.len());
-                }
                 panic!("{missing} of {} records still missing after {timeout:?}\n{status}", truth.ids.len());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -97,9 +74,31 @@ impl Harness {
         }
     }
 
+    pub fn status(&self) -> String {
+        auditkeeper::status::render(&self.state_dir()).unwrap_or_default()
+    }
+
+    /// Records waiting for `sink`, as its committed offset says.
+    pub fn backlog(&self, sink: &str) -> i64 {
+        Store::open_read_only(&self.state_dir())
+            .and_then(|s| s.backlogs())
+            .ok()
+            .and_then(|b| b.into_iter().find(|x| x.sink == sink))
+            .map_or(-1, |b| b.records)
+    }
+
     /// Sum of a per-stream counter read from the store.
     pub fn stream_sum(&self, f: impl Fn(&auditkeeper::store::StreamStatus) -> i64) -> i64 {
         Store::open_read_only(&self.state_dir()).and_then(|s| s.streams()).map(|v| v.iter().map(f).sum()).unwrap_or(0)
+    }
+}
+
+/// Polls `f` until it holds, or panics naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -131,16 +130,21 @@ pub struct BinaryDaemon(Option<std::process::Child>);
 
 impl BinaryDaemon {
     pub fn spawn(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> BinaryDaemon {
+        Self::spawn_to(config, env, std::process::Stdio::null())
+    }
+
+    /// Logs go to `log` (a file: a pipe nobody reads would fill up and stall the daemon).
+    pub fn spawn_logging(config: &Path, env: &[(&str, &std::ffi::OsStr)], log: &Path) -> BinaryDaemon {
+        Self::spawn_to(config, env, std::process::Stdio::from(std::fs::File::create(log).expect("log file")))
+    }
+
+    fn spawn_to(config: &Path, env: &[(&str, &std::ffi::OsStr)], stderr: std::process::Stdio) -> BinaryDaemon {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_auditkeeper"));
         c.args(["run", "--config"]).arg(config);
         for (k, v) in env {
             c.env(k, v);
         }
-        let child = c
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn auditkeeper");
+        let child = c.stdout(std::process::Stdio::null()).stderr(stderr).spawn().expect("spawn auditkeeper");
         BinaryDaemon(Some(child))
     }
 

@@ -1,0 +1,136 @@
+//! A forwarder over a real store with a scripted sink: order, routing, dead letters and the
+//! committed offset.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::pipeline::{StreamHandle, StreamKey};
+use crate::sinks::{Accepted, CommonSinkSettings, Sink, SinkError, SinkFilter};
+use crate::store::{Checkpoint, Store};
+
+/// Confirms everything except the records whose id it refuses; remembers what it confirmed.
+struct Recording {
+    got: Arc<Mutex<Vec<String>>>,
+    refuse: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Sink for Recording {
+    async fn send(&mut self, batch: &Batch, _: &mut Accepted) -> Result<(), SinkError> {
+        if let Some(r) = &self.refuse
+            && batch.records.iter().any(|x| x.id() == r)
+        {
+            return Err(SinkError::Rejected("HTTP 400 bad record".into()));
+        }
+        self.got.lock().unwrap().extend(batch.records.iter().map(|r| r.id().to_string()));
+        Ok(())
+    }
+}
+
+fn settings() -> crate::pipeline::config::SpoolSettings {
+    crate::pipeline::config::SpoolSettings {
+        max_bytes: 1 << 30,
+        max_age: Duration::from_secs(86_400),
+        seen_ttl: Duration::from_secs(8 * 86_400),
+        prune_interval: Duration::from_secs(60),
+    }
+}
+
+async fn stream(p: &Arc<Pipeline>, name: &str) -> StreamHandle {
+    p.stream(StreamKey::new("t", "management", name)).await.unwrap()
+}
+
+/// Ingests `ids` as one page of `handle`'s stream.
+async fn page(handle: &StreamHandle, ids: &[String]) {
+    let body = format!(
+        "[{}]",
+        ids.iter().map(|i| format!("{{\"Id\":\"{i}\",\"CreationTime\":\"2026-11-21T10:00:00\"}}")).collect::<Vec<_>>().join(",")
+    );
+    let parsed = crate::sources::record::parse_management_blob(body.as_bytes()).unwrap();
+    handle.ingest(body.into_bytes(), parsed.records, 0, Checkpoint::None).await.unwrap();
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:04}")).collect()
+}
+
+async fn run(
+    streams: SinkFilter,
+    refuse: Option<String>,
+    fill: impl AsyncFnOnce(&Arc<Pipeline>),
+) -> (Vec<String>, Arc<Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    store.ensure_sinks(&["s".to_string()]).unwrap();
+    let pipeline = Pipeline::new(store.clone(), settings());
+    fill(&pipeline).await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = BuiltSink {
+        common: CommonSinkSettings {
+            name: "s".into(),
+            filter: streams,
+            batch_records: 7,
+            batch_bytes: 1 << 20,
+            linger: Duration::ZERO,
+        },
+        sink: Box::new(Recording { got: got.clone(), refuse }),
+    };
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(Forwarder::new(pipeline.clone(), sink).run(shutdown.clone()));
+    let start = std::time::Instant::now();
+    while store.backlogs().unwrap()[0].records > 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "backlog never drained: {:?}", store.backlogs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.begin_drain(Duration::from_secs(1));
+    task.await.unwrap();
+    let got = got.lock().unwrap().clone();
+    (got, store, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_every_record_once_in_spool_order_and_commits_the_offset() {
+    let (a, b) = (ids("a", 20), ids("b", 13));
+    let (got, store, _d) = run(SinkFilter::default(), None, async |p| {
+        let h = stream(p, "Audit.Exchange").await;
+        page(&h, &a).await;
+        page(&h, &b).await;
+    })
+    .await;
+    assert_eq!(got, [a, b].concat());
+    let backlog = &store.backlogs().unwrap()[0];
+    assert_eq!((backlog.records, backlog.delivered_total), (0, 33));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_sink_does_not_want_are_passed_over_and_the_offset_still_moves() {
+    let (a, b) = (ids("a", 10), ids("b", 10));
+    let only_sharepoint = SinkFilter { tenants: vec![], streams: vec!["Audit.SharePoint".into()] };
+    let (got, store, _d) = run(only_sharepoint, None, async |p| {
+        page(&stream(p, "Audit.Exchange").await, &a).await;
+        page(&stream(p, "Audit.SharePoint").await, &b).await;
+    })
+    .await;
+    assert_eq!(got, b);
+    assert_eq!(store.backlogs().unwrap()[0].records, 0, "filtered records do not hold the spool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_goes_to_the_dead_letter_table_before_the_offset_moves() {
+    let a = ids("a", 30);
+    let poison = a[17].clone();
+    let (got, store, d) = run(SinkFilter::default(), Some(poison.clone()), async |p| {
+        page(&stream(p, "Audit.Exchange").await, &a).await;
+    })
+    .await;
+    let rows = Store::open_read_only(d.path()).unwrap().dead_letters(&Default::default(), 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].record_id.as_str(), rows[0].reason.as_str()), (poison.as_str(), "HTTP 400 bad record"));
+    let expected: Vec<String> = a.iter().filter(|i| **i != poison).cloned().collect();
+    assert_eq!(got, expected);
+    let dead = store.dead_letters_to_retry("s", 10).unwrap();
+    assert!(dead.is_empty(), "not queued for retry until an operator asks");
+    let counts = store.dead_letter_counts().unwrap();
+    assert_eq!((counts.len(), counts[0].records), (1, 1));
+}
