@@ -45,7 +45,10 @@ async fn stream(p: &Arc<Pipeline>, name: &str) -> StreamHandle {
 async fn page(handle: &StreamHandle, ids: &[String]) {
     let body = format!(
         "[{}]",
-        ids.iter().map(|i| format!("{{\"Id\":\"{i}\",\"CreationTime\":\"2026-11-21T10:00:00\"}}")).collect::<Vec<_>>().join(",")
+        ids.iter()
+            .map(|i| format!("{{\"Id\":\"{i}\",\"CreationTime\":\"2026-11-21T10:00:00\"}}"))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let parsed = crate::sources::record::parse_management_blob(body.as_bytes()).unwrap();
     handle.ingest(body.into_bytes(), parsed.records, 0, Checkpoint::None).await.unwrap();

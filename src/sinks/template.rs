@@ -15,22 +15,28 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(Vec<Part>);
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unclosed '{{' in {0:?}")]
+    Unclosed(String),
+    #[error("unknown placeholder {{{0}}}; use {{tenant}}, {{source}} or {{stream}}")]
+    Unknown(String),
+}
+
 impl Template {
-    pub fn parse(s: &str) -> Result<Template, String> {
+    pub fn parse(s: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = s;
         while let Some(open) = rest.find('{') {
             if open > 0 {
                 parts.push(Part::Lit(rest[..open].to_string()));
             }
-            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed '{{' in {s:?}"))? + open;
+            let close = rest[open..].find('}').ok_or_else(|| TemplateError::Unclosed(s.to_string()))? + open;
             parts.push(match &rest[open + 1..close] {
                 "tenant" => Part::Tenant,
                 "source" => Part::Source,
                 "stream" => Part::Stream,
-                other => {
-                    return Err(format!("unknown placeholder {{{other}}}; use {{tenant}}, {{source}} or {{stream}}"));
-                }
+                other => return Err(TemplateError::Unknown(other.to_string())),
             });
             rest = &rest[close + 1..];
         }
@@ -64,7 +70,7 @@ mod tests {
             RowMeta { tenant: "contoso".into(), source: "graph".into(), name: "signins".into(), collected_at_ms: 0 };
         assert_eq!(Template::parse("o365/{tenant}/{stream}").unwrap().render(&m), "o365/contoso/signins");
         assert_eq!(Template::parse("{source}").unwrap().render(&m), "graph");
-        assert!(Template::parse("x/{tenat}").unwrap_err().contains("{tenat}"));
+        assert!(Template::parse("x/{tenat}").unwrap_err().to_string().contains("{tenat}"));
         assert!(Template::parse("x/{tenant").is_err());
     }
 }

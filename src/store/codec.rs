@@ -10,6 +10,15 @@
 
 use std::ops::Range;
 
+/// Why a spool row cannot be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("lz4: {0}")]
+    Lz4(String),
+    #[error("frame overruns row at byte {0}")]
+    Overrun(usize),
+}
+
 /// One record decoded from a spool row; the byte ranges point into the row's data.
 #[derive(Debug, Clone)]
 pub struct FramedRecord {
@@ -32,12 +41,12 @@ pub fn compress(framed: &[u8]) -> Vec<u8> {
 }
 
 /// Inverse of `compress`.
-pub fn decompress(stored: &[u8]) -> Result<Vec<u8>, String> {
-    lz4_flex::decompress_size_prepended(stored).map_err(|e| format!("lz4: {e}"))
+pub fn decompress(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
+    lz4_flex::decompress_size_prepended(stored).map_err(|e| CodecError::Lz4(e.to_string()))
 }
 
 /// Decodes every record frame; an error names the offset where the framing broke.
-pub fn decode(data: &[u8]) -> Result<Vec<FramedRecord>, String> {
+pub fn decode(data: &[u8]) -> Result<Vec<FramedRecord>, CodecError> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < data.len() {
@@ -51,20 +60,19 @@ pub fn decode(data: &[u8]) -> Result<Vec<FramedRecord>, String> {
     Ok(out)
 }
 
-fn take(data: &[u8], pos: &mut usize, n: usize) -> Result<Range<usize>, String> {
-    let end =
-        pos.checked_add(n).filter(|e| *e <= data.len()).ok_or_else(|| format!("frame overruns row at byte {pos}"))?;
+fn take(data: &[u8], pos: &mut usize, n: usize) -> Result<Range<usize>, CodecError> {
+    let end = pos.checked_add(n).filter(|e| *e <= data.len()).ok_or(CodecError::Overrun(*pos))?;
     let r = *pos..end;
     *pos = end;
     Ok(r)
 }
 
-fn read_u32(data: &[u8], pos: &mut usize) -> Result<u32, String> {
+fn read_u32(data: &[u8], pos: &mut usize) -> Result<u32, CodecError> {
     let r = take(data, pos, 4)?;
     Ok(u32::from_le_bytes(data[r].try_into().expect("4 bytes")))
 }
 
-fn read_i64(data: &[u8], pos: &mut usize) -> Result<i64, String> {
+fn read_i64(data: &[u8], pos: &mut usize) -> Result<i64, CodecError> {
     let r = take(data, pos, 8)?;
     Ok(i64::from_le_bytes(data[r].try_into().expect("8 bytes")))
 }

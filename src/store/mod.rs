@@ -49,7 +49,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("corrupt spool row {seq}: {reason}")]
-    CorruptSpool { seq: i64, reason: String },
+    CorruptSpool { seq: i64, reason: codec::CodecError },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -184,7 +184,7 @@ fn loopback(u: &url::Url) -> bool {
 }
 
 fn template(is: &mut Issues, path: String, v: &Option<String>) -> Option<Template> {
-    v.as_ref().and_then(|s| Template::parse(s).map_err(|e| is.add(path, e)).ok())
+    v.as_ref().and_then(|s| Template::parse(s).map_err(|e| is.add(path, e.to_string())).ok())
 }
 
 fn templates(is: &mut Issues, path: String, m: &BTreeMap<String, String>) -> Vec<(String, Template)> {
