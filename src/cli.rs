@@ -35,6 +35,13 @@ enum Cmd {
         #[arg(long, short, env = "AUDITKEEPER_CONFIG")]
         config: PathBuf,
     },
+    /// Release the spool rows kept for a sink removed from the config (stop the daemon first).
+    ForgetSink {
+        #[arg(long, short, env = "AUDITKEEPER_CONFIG")]
+        config: PathBuf,
+        /// The sink's name, as `status` shows it.
+        name: String,
+    },
     /// Records a receiver refused for good: list them, queue them for redelivery, or delete them.
     DeadLetter {
         #[command(subcommand)]
@@ -126,6 +133,7 @@ pub fn main() -> ExitCode {
         Cmd::Status { config } => status(&config),
         Cmd::Run { config } => run(&config),
         Cmd::DeadLetter { action } => dead_letter(action),
+        Cmd::ForgetSink { config, name } => forget_sink(&config, &name),
         Cmd::Archive { action: ArchiveCmd::Verify { dir } } => archive_verify(&dir),
         #[cfg(feature = "simulator")]
         Cmd::Demo { output, records } => runtime().block_on(crate::demo::run(&output, records)),
@@ -163,16 +171,41 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// The state directory a config names (validation only: secrets are not needed to read state).
-fn state_dir(path: &std::path::Path) -> Result<PathBuf, ExitCode> {
+/// The settings a config names (validation only: secrets are not needed to read state).
+fn settings(path: &std::path::Path) -> Result<config::Settings, ExitCode> {
     let raw = config::load(path).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(2)
     })?;
-    config::validate(&raw).map(|(s, _)| s.state_dir).map_err(|issues| {
+    config::validate(&raw).map(|(s, _)| s).map_err(|issues| {
         eprintln!("{}", ConfigError::Invalid(issues));
         ExitCode::from(2)
     })
+}
+
+fn state_dir(path: &std::path::Path) -> Result<PathBuf, ExitCode> {
+    settings(path).map(|s| s.state_dir)
+}
+
+fn sink_names(s: &config::Settings) -> Vec<String> {
+    s.sinks.iter().map(|x| x.common.name.clone()).collect()
+}
+
+fn forget_sink(path: &std::path::Path, name: &str) -> ExitCode {
+    let s = match settings(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match crate::admin::forget_sink(&s.state_dir, name, &sink_names(&s)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("forget-sink: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn dead_letter(action: DeadLetterCmd) -> ExitCode {
@@ -228,11 +261,12 @@ fn archive_verify(dir: &std::path::Path) -> ExitCode {
 }
 
 fn status(path: &std::path::Path) -> ExitCode {
-    let dir = match state_dir(path) {
-        Ok(d) => d,
+    let s = match settings(path) {
+        Ok(s) => s,
         Err(code) => return code,
     };
-    match crate::status::render(&dir) {
+    let dir = s.state_dir.clone();
+    match crate::status::render_for(&dir, Some(&sink_names(&s))) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -19,12 +19,15 @@ use crate::sources::driver::{self, Pacing};
 use crate::sources::graph::config::RECHECK_UNAVAILABLE;
 use crate::sources::graph::{GraphClient, GraphStream};
 use crate::sources::management::{ManagementClient, ManagementStream};
+use crate::store::lock::StateLock;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Locked(#[from] crate::store::lock::LockError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpSetupError),
     #[error(transparent)]
@@ -107,19 +110,23 @@ pub struct Daemon {
     forwarders: Tasks,
     maintenance: Tasks,
     shutdown_timeout: std::time::Duration,
+    /// Released when the daemon is dropped, after the last write.
+    _lock: StateLock,
 }
 
 impl Daemon {
     pub async fn start(settings: &Settings) -> Result<Daemon, DaemonError> {
         crate::http::install_crypto_provider();
+        // Before the database is opened: a second daemon must not touch it at all.
+        let lock = StateLock::acquire(&settings.state_dir)?;
         let store = Arc::new(tokio::task::block_in_place(|| Store::open(&settings.state_dir))?);
         let pipeline = Pipeline::new(store.clone(), settings.spool.clone());
         let shutdown = Shutdown::new();
 
         let names: Vec<String> = settings.sinks.iter().map(|s| s.common.name.clone()).collect();
-        let dropped = tokio::task::block_in_place(|| store.ensure_sinks(&names))?;
-        for d in dropped {
-            tracing::warn!(sink = %d, "sink no longer configured: its delivery offset was removed");
+        let orphans = tokio::task::block_in_place(|| store.ensure_sinks(&names))?;
+        for d in orphans {
+            tracing::warn!(sink = %d, "sink no longer configured: its offset is kept, so the spool keeps the records it has not received; `auditkeeper forget-sink {d}` releases them");
         }
         let http = crate::http::client(&settings.http)?;
         // One credential per tenant: its token cache serves every API audience, and sinks that
@@ -149,6 +156,7 @@ impl Daemon {
                     &t.publisher_identifier,
                     m.requests_per_minute,
                     m.fetch_concurrency,
+                    settings.http.body_limits(),
                 ));
                 let pacing = Pacing::new(m.poll_interval, RECHECK_UNAVAILABLE);
                 for ct in &m.content_types {
@@ -165,6 +173,7 @@ impl Daemon {
                     &t.endpoints.graph,
                     &t.endpoints.arm,
                     g.reports_requests_per_10s,
+                    settings.http.body_limits(),
                 ));
                 for (spec, st, subscription) in &g.streams {
                     let name = match subscription {
@@ -178,6 +187,7 @@ impl Daemon {
                         spec,
                         settings: st.clone(),
                         subscription: subscription.clone(),
+                        rejected_cycles: 0,
                     };
                     let pacing = Pacing::new(st.poll_interval, st.recheck_unavailable);
                     let name = format!("stream {}", handle.key.id);
@@ -188,7 +198,15 @@ impl Daemon {
         tracing::info!(streams = sources.set.len(), sinks = settings.sinks.len(), "collector started");
         let mut maintenance = Tasks::default();
         maintenance.spawn("maintenance".into(), maintenance::run(pipeline.clone(), shutdown.clone()));
-        Ok(Daemon { shutdown, pipeline, sources, forwarders, maintenance, shutdown_timeout: settings.shutdown_timeout })
+        Ok(Daemon {
+            shutdown,
+            pipeline,
+            sources,
+            forwarders,
+            maintenance,
+            shutdown_timeout: settings.shutdown_timeout,
+            _lock: lock,
+        })
     }
 
     /// Runs until a stop is asked (or a task fails), then stops polling and drains the

@@ -17,12 +17,23 @@ pub struct HttpConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Largest content blob accepted, once decoded (a blob over it is refused and counted).
+    #[serde(default, deserialize_with = "crate::common::size::opt")]
+    pub max_blob_bytes: Option<u64>,
+    /// Largest other response accepted, once decoded.
+    #[serde(default, deserialize_with = "crate::common::size::opt")]
+    pub max_response_bytes: Option<u64>,
+    /// Largest decoded-to-compressed ratio accepted for a gzip body (a compression bomb).
+    pub max_gzip_ratio: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    pub max_blob_bytes: u64,
+    pub max_response_bytes: u64,
+    pub max_gzip_ratio: u64,
 }
 
 pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
@@ -30,7 +41,28 @@ pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
     if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(3600) {
         is.add("http.timeout", "must be between 1s and 1h");
     }
-    HttpSettings { ca_file: raw.ca_file.clone(), timeout }
+    let s = HttpSettings {
+        ca_file: raw.ca_file.clone(),
+        timeout,
+        max_blob_bytes: raw.max_blob_bytes.unwrap_or(512 << 20),
+        max_response_bytes: raw.max_response_bytes.unwrap_or(64 << 20),
+        max_gzip_ratio: raw.max_gzip_ratio.unwrap_or(100),
+    };
+    for (key, v) in [("http.max_blob_bytes", s.max_blob_bytes), ("http.max_response_bytes", s.max_response_bytes)] {
+        if !((1 << 20)..=(16 << 30)).contains(&v) {
+            is.add(key, "must be between 1MiB and 16GiB");
+        }
+    }
+    if !(10..=100_000).contains(&s.max_gzip_ratio) {
+        is.add("http.max_gzip_ratio", "must be between 10 and 100000 (audit JSON compresses about 10:1)");
+    }
+    s
+}
+
+impl HttpSettings {
+    pub fn body_limits(&self) -> crate::sources::boundary::BodyLimits {
+        crate::sources::boundary::BodyLimits::new(self.max_response_bytes, self.max_blob_bytes, self.max_gzip_ratio)
+    }
 }
 
 impl HttpSettings {
@@ -62,7 +94,12 @@ pub fn client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError
         .timeout(settings.timeout)
         .connect_timeout(Duration::from_secs(20))
         .pool_idle_timeout(Duration::from_secs(60))
-        .gzip(true);
+        // API bodies are decoded by `sources::caller` under a size and ratio cap; the client
+        // must not inflate them unbounded first.
+        .no_gzip()
+        // Every link Microsoft returns is checked against the configured endpoint before the
+        // token goes out; a redirect would bypass that check.
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(ca) = &settings.ca_file {
         let pem = std::fs::read(ca)
             .map_err(|e| HttpSetupError::Ca { path: ca.display().to_string(), message: e.to_string() })?;

@@ -17,6 +17,11 @@ fn ago(now: i64, t: Option<i64>) -> String {
 }
 
 pub fn render(state_dir: &Path) -> Result<String, StoreError> {
+    render_for(state_dir, None)
+}
+
+/// The report; with the configured sink names, sinks kept only for their offset are marked.
+pub fn render_for(state_dir: &Path, configured_sinks: Option<&[String]>) -> Result<String, StoreError> {
     let store = Store::open_read_only(state_dir)?;
     let now = crate::store::now_ms();
     let mut out = String::new();
@@ -76,8 +81,15 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
         if s.source == "management" {
             let _ = writeln!(
                 out,
-                "    blobs: {} fetched, {} pending, {} EXPIRED before fetch",
-                s.ledger.fetched, s.ledger.listed, s.counters.blobs_expired
+                "    blobs: {} fetched, {} pending, {} EXPIRED before fetch{}",
+                s.ledger.fetched,
+                s.ledger.listed,
+                s.counters.blobs_expired,
+                if s.counters.blobs_refused > 0 {
+                    format!(", {} REFUSED (over the size or compression cap)", s.counters.blobs_refused)
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -95,6 +107,13 @@ pub fn render(state_dir: &Path) -> Result<String, StoreError> {
             b.delivered_total,
             ago(now, b.last_success_at)
         );
+        if configured_sinks.is_some_and(|c| !c.contains(&b.sink)) {
+            let _ = writeln!(
+                out,
+                "    NO LONGER CONFIGURED: its {} undelivered record(s) stay in the spool; `auditkeeper forget-sink {}` releases them",
+                b.records, b.sink
+            );
+        }
         if let Some(e) = b.last_error
             && b.last_error_at >= b.last_success_at
         {

@@ -120,6 +120,7 @@ impl StreamHandle {
         records_without_id: u64,
         checkpoint: Checkpoint,
     ) -> Result<IngestOutcome, PipelineError> {
+        let checkpoint = self.bounded(checkpoint);
         let page = IngestPage {
             stream: self.key.id.clone(),
             tenant: self.key.tenant.clone(),
@@ -139,6 +140,27 @@ impl StreamHandle {
         metrics::counter!("auditkeeper_records_ingested_total", &labels).increment(out.new_records as u64);
         metrics::counter!("auditkeeper_records_duplicate_total", &labels).increment(out.duplicates as u64);
         Ok(out)
+    }
+
+    /// INVARIANT: no cursor is stored later than the local clock plus the largest server skew
+    /// believed. Windows end at the server's "now", which `ServerClock` bounds the same way;
+    /// this is the last guard, so a cursor in the future can never skip what comes before it.
+    fn bounded(&self, checkpoint: Checkpoint) -> Checkpoint {
+        let limit = chrono::Utc::now() + chrono::Duration::milliseconds(crate::sources::clock::MAX_SKEW_MS);
+        let clamp = |c: String| match crate::sources::window::parse_cursor(&c) {
+            Some(t) if t > limit => {
+                tracing::error!(stream = %self.key.id, cursor = %c, "a cursor in the future was kept back to now + 1h");
+                limit.to_rfc3339()
+            }
+            _ => c,
+        };
+        match checkpoint {
+            Checkpoint::Cursor(c) => Checkpoint::Cursor(clamp(c)),
+            Checkpoint::BlobsListed { blobs, watermark } => {
+                Checkpoint::BlobsListed { blobs, watermark: watermark.map(clamp) }
+            }
+            other => other,
+        }
     }
 
     pub async fn cursor(&self) -> Result<Option<String>, PipelineError> {

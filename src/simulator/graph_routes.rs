@@ -32,6 +32,8 @@ fn graph_err(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// How one simulated collection endpoint filters and pages.
 struct Endpoint {
+    /// The collector's name for the stream family (`signins`, `directory_audits`, ...).
+    stream: &'static str,
     kind: usize,
     time_field: &'static str,
     /// Provisioning accepts only gt/lt.
@@ -54,13 +56,14 @@ async fn graph_logs(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (time_field, only_gt_lt, base_kind) = match kind.as_str() {
-        "signIns" => ("createdDateTime", false, 0),
-        "directoryAudits" => ("activityDateTime", false, 4),
-        "provisioning" => ("activityDateTime", true, 5),
+    let (stream, time_field, only_gt_lt, base_kind) = match kind.as_str() {
+        "signIns" => ("signins", "createdDateTime", false, 0),
+        "directoryAudits" => ("directory_audits", "activityDateTime", false, 4),
+        "provisioning" => ("provisioning", "activityDateTime", true, 5),
         _ => return graph_err(StatusCode::NOT_FOUND, "ResourceNotFound", "Resource not found."),
     };
     let ep = Endpoint {
+        stream,
         kind: base_kind,
         time_field,
         only_gt_lt,
@@ -80,6 +83,7 @@ async fn risk_detections(
     headers: HeaderMap,
 ) -> Response {
     let ep = Endpoint {
+        stream: "risk_detections",
         kind: 6,
         time_field: "lastUpdatedDateTime",
         only_gt_lt: false,
@@ -99,6 +103,7 @@ async fn alerts_v2(
     headers: HeaderMap,
 ) -> Response {
     let ep = Endpoint {
+        stream: "security_alerts",
         kind: 7,
         time_field: "lastUpdateDateTime",
         only_gt_lt: false,
@@ -118,6 +123,7 @@ async fn message_traces(
     headers: HeaderMap,
 ) -> Response {
     let ep = Endpoint {
+        stream: "message_trace",
         kind: 8,
         time_field: "receivedDateTime",
         only_gt_lt: false,
@@ -152,6 +158,7 @@ async fn activity_log(
         );
     }
     let ep = Endpoint {
+        stream: "azure_activity",
         kind: 9,
         time_field: "eventTimestamp",
         only_gt_lt: false,
@@ -293,6 +300,9 @@ async fn serve(
     } else {
         ep.kind
     };
+    if q.contains_key("$skiptoken") && t.attack.refuse_skiptoken(&t.scenario.attacks) {
+        return graph_err(StatusCode::BAD_REQUEST, "BadRequest", "The skip token is expired or invalid.");
+    }
     let all = t.graph.query(kind_ix, lo, hi, now);
     let offset: usize = q.get("$skiptoken").and_then(|v| v.parse().ok()).unwrap_or(0);
     // Alternate responses use another key order: a re-read must not look like a change.
@@ -306,7 +316,11 @@ async fn serve(
             .map(|a| a.as_str().to_string())
             .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
             .unwrap_or_default();
-        let mut u = url::Url::parse(&format!("https://{host}{}", uri.path())).expect("url");
+        let base = match t.scenario.attacks.foreign_base(ep.stream) {
+            Some(b) => b.trim_end_matches('/').to_string(),
+            None => format!("https://{host}"),
+        };
+        let mut u = url::Url::parse(&format!("{base}{}", uri.path())).expect("url");
         {
             let mut qp = u.query_pairs_mut();
             for k in ["api-version", "$filter", "$top"] {

@@ -7,6 +7,7 @@
 mod assertion;
 pub mod graph;
 mod graph_routes;
+pub mod hostile;
 pub mod records;
 pub mod routes;
 pub mod scenario;

@@ -43,7 +43,10 @@ fn af(status: StatusCode, code: &str, message: &str) -> Response {
 /// The `Date` header follows the simulator's (possibly skewed) clock.
 async fn server_date(State(t): State<S>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
-    let now: std::time::SystemTime = t.now().into();
+    let a = &t.scenario.attacks;
+    let ahead =
+        if t.attack.bad_date(a) { chrono::Duration::seconds(a.bad_date_ahead_secs) } else { chrono::Duration::zero() };
+    let now: std::time::SystemTime = (t.now() + ahead).into();
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
         resp.headers_mut().insert(header::DATE, v);
     }
@@ -55,6 +58,16 @@ async fn faults(State(t): State<S>, req: Request, next: Next) -> Response {
     let s = &t.scenario;
     if !s.latency.is_zero() {
         tokio::time::sleep(s.latency).await;
+    }
+    let a = &t.scenario.attacks;
+    if let Some(ct) = &a.retry_after_content_type
+        && req.uri().path().ends_with("/subscriptions/content")
+        && req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == format!("contentType={ct}")))
+    {
+        t.stats_mut(|st| st.throttled += 1);
+        let mut r = af(StatusCode::TOO_MANY_REQUESTS, "AF429", "Too many requests.");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(a.retry_after_secs));
+        return r;
     }
     let n = t.next_request();
     let has_publisher = req
@@ -311,6 +324,11 @@ async fn list_content(
         .map(|a| a.as_str().to_string())
         .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
         .unwrap_or_else(|| "localhost".into());
+    // A tampered answer points its links at another listener.
+    let base = match t.scenario.attacks.foreign_base(&t.scenario.content_types[ct]) {
+        Some(b) => b.trim_end_matches('/').to_string(),
+        None => format!("https://{host}"),
+    };
     let items: Vec<_> = all
         .iter()
         .skip(offset)
@@ -319,7 +337,7 @@ async fn list_content(
             serde_json::json!({
                 "contentType": t.scenario.content_types[ct],
                 "contentId": b.content_id,
-                "contentUri": format!("https://{host}/api/v1.0/{}/activity/feed/audit/{}", t.scenario.tenant_id, b.content_id),
+                "contentUri": format!("{base}/api/v1.0/{}/activity/feed/audit/{}", t.scenario.tenant_id, b.content_id),
                 "contentCreated": b.created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
                 "contentExpiration": (b.created + chrono::Duration::days(7)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
             })
@@ -328,11 +346,9 @@ async fn list_content(
     let mut resp = axum::Json(items).into_response();
     if offset + page < all.len() {
         // The documented sample points next pages at /api/v1/, not /api/v1.0/.
-        let mut u = url::Url::parse(&format!(
-            "https://{host}/api/v1/{}/activity/feed/subscriptions/content",
-            t.scenario.tenant_id
-        ))
-        .expect("url");
+        let mut u =
+            url::Url::parse(&format!("{base}/api/v1/{}/activity/feed/subscriptions/content", t.scenario.tenant_id))
+                .expect("url");
         {
             let mut qp = u.query_pairs_mut();
             for k in ["contentType", "startTime", "endTime", "PublisherIdentifier"] {
@@ -367,6 +383,13 @@ async fn fetch_blob(
             "AF20051",
             "Content requested with the key has already expired. Content older than 7 days cannot be retrieved.",
         );
+    }
+    if b.bomb {
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+            .header(header::CONTENT_ENCODING, "gzip")
+            .body(Body::from(t.attack.bomb(t.scenario.attacks.bomb_bytes)))
+            .expect("response");
     }
     let body = t.blob_body(&b);
     t.note_fetch(&content_id);

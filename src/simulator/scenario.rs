@@ -74,6 +74,8 @@ pub struct Scenario {
     pub premium: bool,
     /// Enforce 5 requests per 10 s on `auditLogs/*` with 429 + Retry-After.
     pub graph_rate_limit: bool,
+    /// A hostile or broken upstream (`hostile.rs`); all off by default.
+    pub attacks: super::hostile::Attacks,
 }
 
 impl Default for Scenario {
@@ -116,6 +118,7 @@ impl Default for Scenario {
             graph_update_delay: Duration::from_secs(2),
             premium: true,
             graph_rate_limit: true,
+            attacks: Default::default(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct Blob {
     pub created: DateTime<Utc>,
     pub visible_at: DateTime<Utc>,
     pub expired: bool,
+    /// Serves a gzip bomb instead of its records (`Attacks::bomb_content_type`).
+    pub bomb: bool,
     pub records: u32,
 }
 
@@ -51,6 +53,8 @@ pub struct Truth {
     /// Ids only present in blobs that answer AF20051: lost at the source, must be counted.
     pub expired_only_ids: Vec<String>,
     pub expired_blobs: u64,
+    /// Blobs serving a gzip bomb: their records are lost at the source, like expired ones.
+    pub bomb_blobs: u64,
     /// Records served including re-deliveries of the same Id.
     pub records_served: u64,
     /// Of those, records in blobs that can be fetched (not expired).
@@ -73,6 +77,7 @@ pub struct Tenant {
     rendered: Mutex<HashMap<String, axum::body::Bytes>>,
     /// The Graph activity logs of the same tenant.
     pub graph: super::graph::GraphTenant,
+    pub attack: super::hostile::AttackState,
 }
 
 impl Tenant {
@@ -101,6 +106,7 @@ impl Tenant {
             token_no: AtomicU64::new(0),
             rendered: Mutex::new(HashMap::new()),
             graph: super::graph::GraphTenant::new(&scenario, now),
+            attack: Default::default(),
             scenario,
         };
         let mut left = t.scenario.history_records;
@@ -140,6 +146,8 @@ impl Tenant {
             created,
             visible_at: created + chrono::Duration::from_std(delay).unwrap_or_default(),
             expired: unit(h(&[r, 3])) < s.expired_fraction,
+            bomb: s.attacks.bomb_content_type.as_deref() == Some(s.content_types[ct].as_str())
+                && seq < s.attacks.bomb_blobs as u64,
             records,
         }
     }
@@ -358,11 +366,14 @@ impl Tenant {
             if b.expired {
                 t.expired_blobs += 1;
             }
+            if b.bomb {
+                t.bomb_blobs += 1;
+            }
             for i in 0..b.records {
                 let (oseq, oidx, _) = self.origin(b.ct, b.seq, i);
                 let id = record_id(self.scenario.seed, b.ct, oseq, oidx);
                 t.records_served += 1;
-                if b.expired {
+                if b.expired || b.bomb {
                     lost.insert(id);
                 } else {
                     t.records_in_fetchable_blobs += 1;

@@ -12,6 +12,7 @@ use backon::Retryable;
 use governor::DefaultDirectRateLimiter;
 use reqwest::Method;
 
+use super::boundary::{BodyLimit, BoundaryError, CappedBody, Origin};
 use super::clock::ServerClock;
 use super::error::ApiError;
 use crate::auth::TenantAuth;
@@ -33,6 +34,10 @@ pub struct Caller {
     pub auth: Arc<TenantAuth>,
     /// Token audience, e.g. `https://manage.office.com`.
     pub resource: String,
+    /// The configured endpoint: the only place the token may go.
+    pub origin: Origin,
+    /// Caps on an ordinary response body (blob downloads pass their own).
+    pub limit: BodyLimit,
     pub clock: Arc<ServerClock>,
     pub limiter: DefaultDirectRateLimiter,
     pub retry: RetryPolicy,
@@ -43,9 +48,28 @@ pub struct Caller {
 
 impl Caller {
     pub async fn call(&self, method: Method, url: &str, extra_headers: &[(&str, &str)]) -> Result<Reply, ApiError> {
+        self.call_limited(method, url, extra_headers, self.limit).await
+    }
+
+    pub async fn call_limited(
+        &self,
+        method: Method,
+        url: &str,
+        extra_headers: &[(&str, &str)],
+        limit: BodyLimit,
+    ) -> Result<Reply, ApiError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| ApiError::Fatal {
+            code: "bad-url".into(),
+            message: format!("Microsoft returned an unusable URL: {e}"),
+        })?;
+        if let Err(e) = self.origin.admits(&parsed) {
+            metrics::counter!("auditkeeper_source_links_refused_total", "api" => self.api).increment(1);
+            tracing::error!(api = self.api, error = %e, "refused a link outside the configured endpoint; a tampered response or a misbehaving proxy?");
+            return Err(e.into());
+        }
         let mut refreshed = false;
         loop {
-            let attempt = || self.call_once(method.clone(), url, extra_headers);
+            let attempt = || self.call_once(method.clone(), &parsed, extra_headers, limit);
             let r = attempt
                 .retry(self.retry.backoff())
                 .when(ApiError::is_retryable)
@@ -81,12 +105,23 @@ impl Caller {
         }
     }
 
-    async fn call_once(&self, method: Method, url: &str, extra_headers: &[(&str, &str)]) -> Result<Reply, ApiError> {
+    async fn call_once(
+        &self,
+        method: Method,
+        url: &reqwest::Url,
+        extra_headers: &[(&str, &str)],
+        limit: BodyLimit,
+    ) -> Result<Reply, ApiError> {
         self.limiter.until_ready().await;
         let token = self.auth.token(&self.resource).await.map_err(|e| {
             if e.is_rejection() { ApiError::Credential(e.to_string()) } else { ApiError::Transient(e.to_string()) }
         })?;
-        let mut req = self.http.request(method.clone(), url).bearer_auth(token);
+        // Decoded here, not by the client, so the size and ratio of what arrives are known.
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT_ENCODING, "gzip");
         for (k, v) in extra_headers {
             req = req.header(*k, *v);
         }
@@ -101,13 +136,48 @@ impl Caller {
         }
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| {
-            ApiError::Transient(format!("response body interrupted: {}", crate::http::error_chain(&e.without_url())))
-        })?;
+        let body = self.read_body(resp, limit).await?;
         if status.is_success() {
-            Ok(Reply { body: body.into(), headers })
+            Ok(Reply { body, headers })
         } else {
             Err((self.classify)(status.as_u16(), &body, retry_after(&headers)))
+        }
+    }
+
+    /// Reads the body chunk by chunk under `limit`; a body over it is refused, never buffered whole.
+    async fn read_body(&self, mut resp: reqwest::Response, limit: BodyLimit) -> Result<Vec<u8>, ApiError> {
+        let encoding = resp.headers().get(reqwest::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let gzip = match encoding.map(|e| e.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(e) if e == "identity" => false,
+            Some(e) if e == "gzip" || e == "x-gzip" => true,
+            Some(other) => {
+                return Err(ApiError::Transient(format!("{}: unsupported Content-Encoding {other:?}", limit.what)));
+            }
+        };
+        let mut body = CappedBody::new(limit, gzip);
+        let refused = |e: BoundaryError| {
+            metrics::counter!("auditkeeper_source_bodies_refused_total", "api" => self.api).increment(1);
+            tracing::error!(api = self.api, error = %e, "refused a response body");
+            ApiError::Boundary(e)
+        };
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| {
+                ApiError::Transient(format!(
+                    "response body interrupted: {}",
+                    crate::http::error_chain(&e.without_url())
+                ))
+            })?;
+            match chunk {
+                Some(c) => body.push(&c).map_err(refused)?,
+                None => {
+                    return body.finish().map_err(|e| match e {
+                        // A body cut short is a transport problem, retried as such.
+                        BoundaryError::Gzip { .. } => ApiError::Transient(e.to_string()),
+                        e => refused(e),
+                    });
+                }
+            }
         }
     }
 }

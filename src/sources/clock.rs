@@ -1,17 +1,25 @@
 //! The server's idea of "now", learned from each response's `Date` header.
 //!
 //! Listing windows must be legal by Microsoft's clock, not ours (AF20030/AF20055 otherwise), so
-//! every window is computed from `ServerClock::now`.
+//! every window is computed from `ServerClock::now`. Only answers of the configured endpoint
+//! reach here (see `boundary`), and a `Date` further than `MAX_SKEW` from the local clock is
+//! ignored and logged: a wrong header must not push cursors into the future, where a window
+//! would skip everything until the real clock caught up.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
+
+/// The largest server-minus-local offset believed. Beyond it the local clock or the header is
+/// wrong; windows then follow the local clock, and the operator is told.
+pub const MAX_SKEW_MS: i64 = 3_600_000;
 
 #[derive(Debug, Default)]
 pub struct ServerClock {
     /// server time minus local time, in milliseconds.
     offset_ms: AtomicI64,
     warned: std::sync::atomic::AtomicBool,
+    warned_absurd: std::sync::atomic::AtomicBool,
 }
 
 impl ServerClock {
@@ -30,7 +38,17 @@ impl ServerClock {
         };
         let server: DateTime<Utc> = server.into();
         let offset = (server - Utc::now()).num_milliseconds();
+        if offset.abs() > MAX_SKEW_MS {
+            if !self.warned_absurd.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    skew_seconds = offset / 1000,
+                    "ignoring a Date header more than an hour from the local clock; check the host's time (NTP)"
+                );
+            }
+            return;
+        }
         // `Date` has one-second resolution; ignore jitter below that.
+        self.warned_absurd.store(false, Ordering::Relaxed);
         if (offset - self.offset_ms()).abs() >= 1500 {
             self.offset_ms.store(offset, Ordering::Relaxed);
             if offset.abs() > 300_000 && !self.warned.swap(true, Ordering::Relaxed) {
@@ -40,5 +58,27 @@ impl ServerClock {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(offset_secs: i64) -> String {
+        httpdate::fmt_http_date((Utc::now() + chrono::Duration::seconds(offset_secs)).into())
+    }
+
+    #[test]
+    fn a_skew_within_an_hour_is_learned_and_a_wilder_one_ignored() {
+        let c = ServerClock::default();
+        c.observe(&date(1800));
+        assert!((c.offset_ms() - 1_800_000).abs() < 2_000, "{}", c.offset_ms());
+        c.observe(&date(75 * 365 * 86_400));
+        assert!((c.offset_ms() - 1_800_000).abs() < 2_000, "a Date decades ahead is ignored");
+        c.observe(&date(-7200));
+        assert!((c.offset_ms() - 1_800_000).abs() < 2_000, "and so is one two hours behind");
+        c.observe("not a date");
+        assert!((c.now() - Utc::now()).num_seconds() <= 1801);
     }
 }

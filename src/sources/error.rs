@@ -32,9 +32,16 @@ pub enum ApiError {
     /// The tenant lacks a licence or the app a permission: the stream is unavailable, others go on.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// Anything that retrying cannot fix: stops this stream.
+    /// A 4xx the API does not document for this call (a skip token that expired, a path that
+    /// moved): the page or window is tried again before the stream is declared failed.
+    #[error("HTTP {status} {code}: {message}")]
+    Rejected { status: u16, code: String, message: String },
+    /// Anything that retrying cannot fix soon: the stream fails and is tried again later.
     #[error("fatal API error {code}: {message}")]
     Fatal { code: String, message: String },
+    /// The answer crossed the trust boundary: a link to another host, or a body over its cap.
+    #[error(transparent)]
+    Boundary(#[from] super::boundary::BoundaryError),
 }
 
 impl ApiError {

@@ -1,8 +1,8 @@
 //! The blob ledger of the Management Activity API: every `contentId` ever listed, with its fate.
 //!
 //! Invariant: a blob leaves the `listed` state only inside the ingest transaction that spooled
-//! its records (`fetched`) or counted it lost (`expired`), so it is fetched at most once and
-//! never forgotten.
+//! its records (`fetched`), counted it lost (`expired`) or counted it refused as over the size
+//! or compression cap (`refused`), so it is fetched at most once and never forgotten.
 
 use rusqlite::{Transaction, params};
 
@@ -69,6 +69,7 @@ pub struct LedgerCounts {
     pub listed: i64,
     pub fetched: i64,
     pub expired: i64,
+    pub refused: i64,
 }
 
 impl Store {
@@ -107,6 +108,7 @@ pub(super) fn ledger_counts(c: &rusqlite::Connection, stream: &str) -> rusqlite:
             "listed" => out.listed = n,
             "fetched" => out.fetched = n,
             "expired" => out.expired = n,
+            "refused" => out.refused = n,
             _ => {}
         }
     }

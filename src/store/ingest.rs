@@ -22,6 +22,8 @@ pub enum Checkpoint {
     BlobFetched { content_id: String },
     /// The blob could not be fetched because Microsoft aged it out; counted, never silently skipped.
     BlobExpired { content_id: String, detail: String },
+    /// The blob was over the size or compression cap; counted and shown, never fetched again.
+    BlobRefused { content_id: String, detail: String },
 }
 
 /// One page for ingest: its records point into `body` (the bytes Microsoft sent).
@@ -106,7 +108,7 @@ impl Store {
                 )?;
                 out.spooled_bytes = data.len() as u64;
             }
-            let mut expired = 0i64;
+            let (mut expired, mut refused) = (0i64, 0i64);
             match &page.checkpoint {
                 Checkpoint::None => {}
                 Checkpoint::Cursor(c) => set_cursor(&tx, &page.stream, c, now)?,
@@ -122,11 +124,14 @@ impl Store {
                 Checkpoint::BlobExpired { content_id, detail } => {
                     expired = blobs::mark(&tx, content_id, "expired", None, Some(detail), now)? as i64;
                 }
+                Checkpoint::BlobRefused { content_id, detail } => {
+                    refused = blobs::mark(&tx, content_id, "refused", None, Some(detail), now)? as i64;
+                }
             }
             tx.execute(
                 "UPDATE streams SET records_total = records_total + ?2, duplicates_total = duplicates_total + ?3,
                         records_without_id = records_without_id + ?4, blobs_expired = blobs_expired + ?5,
-                        updates_total = updates_total + ?6
+                        updates_total = updates_total + ?6, blobs_refused = blobs_refused + ?7
                  WHERE stream = ?1",
                 params![
                     page.stream,
@@ -134,7 +139,8 @@ impl Store {
                     out.duplicates as i64,
                     records_without_id as i64,
                     expired,
-                    out.updates as i64
+                    out.updates as i64,
+                    refused
                 ],
             )?;
             tx.commit()?;

@@ -102,10 +102,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dead_letter_sink ON dead_letter(sink, retry_requested);
     "#,
-    // v4: typed stream states (a throttled stream shows until when), and the ranges a stream
-    // could no longer read because it was behind for longer than Microsoft keeps data.
+    // v4: typed stream states (a throttled stream shows until when), blobs refused as over the
+    // size or compression cap (state 'refused'), and the ranges a stream could no longer read
+    // because it was behind for longer than Microsoft keeps data.
     r#"
     ALTER TABLE streams ADD COLUMN state_until INTEGER;
+    ALTER TABLE streams ADD COLUMN blobs_refused INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE gaps (
         stream TEXT NOT NULL,
         start_ms INTEGER NOT NULL,        -- the stored cursor when the gap was found

@@ -11,6 +11,7 @@ mod blobs;
 pub mod codec;
 mod deadletter;
 mod ingest;
+pub mod lock;
 mod migrations;
 mod prune;
 mod spool;
@@ -50,6 +51,11 @@ pub enum StoreError {
     },
     #[error("corrupt spool row {seq}: {reason}")]
     CorruptSpool { seq: i64, reason: codec::CodecError },
+    /// A sink's offset row is gone: another process changed this database under us.
+    #[error("sink {sink} has no offset in {path}: another auditkeeper is writing this state directory?")]
+    OffsetMissing { sink: String, path: PathBuf },
+    #[error("sink {0} has no offset here: nothing to forget (known: {1})")]
+    UnknownSink(String, String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

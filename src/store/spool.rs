@@ -86,8 +86,9 @@ impl Store {
         Ok(SpoolReader { conn: self.reader()?, path: self.path.clone() })
     }
 
-    /// Makes sure every configured sink has an offset; offsets of sinks no longer configured are
-    /// dropped so they do not hold the spool forever. Returns the names dropped.
+    /// Makes sure every configured sink has an offset. Offsets of sinks no longer configured
+    /// are KEPT: their undelivered records stay in the spool until `forget_sink`, so removing a
+    /// sink from the config by mistake loses nothing. Returns those sinks' names.
     pub fn ensure_sinks(&self, sinks: &[String]) -> Result<Vec<String>> {
         self.with_writer(|c| {
             let tx = c.transaction()?;
@@ -95,20 +96,25 @@ impl Store {
             for s in sinks {
                 tx.execute("INSERT OR IGNORE INTO sink_offsets(sink, seq, idx) VALUES (?1, ?2, 0)", params![s, start])?;
             }
-            let mut dropped = Vec::new();
-            {
-                let mut stmt = tx.prepare("SELECT sink FROM sink_offsets")?;
-                let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-                for n in names {
-                    if !sinks.contains(&n) {
-                        tx.execute("DELETE FROM sink_offsets WHERE sink = ?1", [&n])?;
-                        dropped.push(n);
-                    }
-                }
-            }
+            let names: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT sink FROM sink_offsets ORDER BY sink")?;
+                stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            };
             tx.commit()?;
-            Ok(dropped)
+            Ok(names.into_iter().filter(|n| !sinks.contains(n)).collect())
         })
+    }
+
+    /// Removes a sink's offset (and so its hold on the spool) for good. Its dead letters stay.
+    /// Returns how many records it had not received.
+    pub fn forget_sink(&self, sink: &str) -> Result<i64> {
+        let backlog = self.backlogs()?.into_iter().find(|b| b.sink == sink);
+        let Some(b) = backlog else {
+            let known: Vec<String> = self.backlogs()?.into_iter().map(|b| b.sink).collect();
+            return Err(super::StoreError::UnknownSink(sink.to_string(), known.join(", ")));
+        };
+        self.with_writer(|c| c.execute("DELETE FROM sink_offsets WHERE sink = ?1", [sink]))?;
+        Ok(b.records)
     }
 
     /// The next record a sink must receive: spool row `seq`, record index `idx` within it.
@@ -120,16 +126,21 @@ impl Store {
         })
     }
 
+    /// INVARIANT: exactly one offset row moves; anything else means another process changed
+    /// the database under us, and is an error rather than a silent no-op.
     pub fn commit_offset(&self, sink: &str, seq: i64, idx: i64, delivered: i64) -> Result<()> {
-        self.with_writer(|c| {
+        let changed = self.with_writer(|c| {
             c.execute(
                 "UPDATE sink_offsets SET seq = ?2, idx = ?3, delivered_total = delivered_total + ?4,
                         last_success_at = ?5, last_error = NULL
                  WHERE sink = ?1",
                 params![sink, seq, idx, delivered, now_ms()],
             )
-            .map(|_| ())
-        })
+        })?;
+        if changed != 1 {
+            return Err(super::StoreError::OffsetMissing { sink: sink.to_string(), path: self.path.clone() });
+        }
+        Ok(())
     }
 
     pub fn record_sink_error(&self, sink: &str, error: &str) -> Result<()> {

@@ -13,6 +13,7 @@ pub struct StreamCounters {
     pub records_without_id: i64,
     pub blobs_expired: i64,
     pub updates_total: i64,
+    pub blobs_refused: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -135,7 +136,7 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
     let mut stmt = c.prepare(
         "SELECT stream, tenant, source, name, cursor, cursor_updated_at, state, state_detail, last_success_at,
                 last_error, last_error_at, subscription_started_at, records_total, duplicates_total,
-                records_without_id, blobs_expired, updates_total, state_until
+                records_without_id, blobs_expired, updates_total, state_until, blobs_refused
          FROM streams ORDER BY stream",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -157,6 +158,7 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
                 records_without_id: r.get(14)?,
                 blobs_expired: r.get(15)?,
                 updates_total: r.get(16)?,
+                blobs_refused: r.get(18)?,
             },
             ledger: LedgerCounts::default(),
             gaps: Vec::new(),

@@ -109,8 +109,10 @@ fn spool_rows_go_only_when_every_sink_delivered_them() {
     s.commit_offset("b", r2, 0, 1).unwrap();
     assert_eq!(s.prune_spool().unwrap(), 1);
     assert_eq!(s.spool_size().unwrap().records, 1);
-    // Dropping a sink from the config releases what it held.
+    // Dropping a sink from the config keeps what it has not received; forgetting it releases it.
     s.ensure_sinks(&["a".into()]).unwrap();
+    assert_eq!(s.prune_spool().unwrap(), 0, "b's records are kept for it");
+    assert_eq!(s.forget_sink("b").unwrap(), 1);
     assert_eq!(s.prune_spool().unwrap(), 1);
     assert_eq!(s.spool_bytes(), 0);
 }
@@ -129,4 +131,19 @@ fn seen_keys_expire_after_their_ttl_in_chunks() {
     // An expired key is new again: the TTL is the dedupe horizon.
     let again = s.ingest(&page("s", &refs[..1], Checkpoint::None), TTL, 0).unwrap();
     assert_eq!(again.new_records, 1);
+}
+
+#[test]
+fn an_offset_commit_that_moves_no_row_is_an_error_and_removed_sinks_keep_their_offsets() {
+    let (_d, s) = open();
+    assert_eq!(s.ensure_sinks(&["a".into(), "b".into()]).unwrap(), Vec::<String>::new());
+    s.commit_offset("a", 1, 0, 0).unwrap();
+    let e = s.commit_offset("nobody", 1, 0, 0).unwrap_err();
+    assert!(matches!(e, super::StoreError::OffsetMissing { .. }), "{e}");
+    // "b" left the config: kept, and reported, until forgotten.
+    assert_eq!(s.ensure_sinks(&["a".into()]).unwrap(), vec!["b".to_string()]);
+    assert_eq!(s.backlogs().unwrap().len(), 2);
+    assert_eq!(s.forget_sink("b").unwrap(), 0);
+    assert_eq!(s.backlogs().unwrap().len(), 1);
+    assert!(matches!(s.forget_sink("b"), Err(super::StoreError::UnknownSink(..))));
 }

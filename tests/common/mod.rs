@@ -148,6 +148,10 @@ impl BinaryDaemon {
         BinaryDaemon(Some(child))
     }
 
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// `kill -9`, as a crash would.
     pub fn kill(mut self) {
         if let Some(mut c) = self.0.take() {

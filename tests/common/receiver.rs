@@ -31,6 +31,8 @@ pub struct Behaviour {
     pub success: Option<u16>,
     /// Splunk: return an ackId and serve `/services/collector/ack`, acking each id on its 2nd poll.
     pub splunk_ack: bool,
+    /// Answer every POST with `302 Location: <this path>`, and a GET of that path with 200.
+    pub redirect_posts_to: Option<String>,
 }
 
 #[derive(Default)]
@@ -42,6 +44,9 @@ pub struct Inner {
     next_ack: u64,
     ack_polls: std::collections::HashMap<u64, u32>,
     pub ack_requests: usize,
+    /// POSTs answered with a redirect, and GETs of the redirect target.
+    pub redirected: usize,
+    pub redirect_gets: usize,
 }
 
 #[derive(Clone)]
@@ -53,6 +58,7 @@ pub struct Receiver {
 async fn handle(State(r): State<Arc<Mutex<Inner>>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
+    let method = req.method().clone();
     let headers = req.headers().clone();
     let wire = axum::body::to_bytes(req.into_body(), 64 << 20).await.unwrap_or_else(|_| Bytes::new());
     let body = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
@@ -63,6 +69,16 @@ async fn handle(State(r): State<Arc<Mutex<Inner>>>, req: Request) -> Response {
         wire.to_vec()
     };
     let mut g = r.lock().unwrap();
+    if let Some(to) = g.behaviour.redirect_posts_to.clone() {
+        if method == axum::http::Method::GET && path == to {
+            g.redirect_gets += 1;
+            return StatusCode::OK.into_response();
+        }
+        if method == axum::http::Method::POST {
+            g.redirected += 1;
+            return (StatusCode::FOUND, [("Location", to)], "moved").into_response();
+        }
+    }
     if path.ends_with("/services/collector/ack") {
         g.ack_requests += 1;
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -106,6 +122,10 @@ impl Receiver {
 
     pub fn received(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
+    }
+
+    pub fn set_redirect(&self, to: Option<String>) {
+        self.inner.lock().unwrap().behaviour.redirect_posts_to = to;
     }
 
     pub fn set_reject(&self, s: Option<String>) {

@@ -11,6 +11,7 @@ use reqwest::Method;
 use super::protocol;
 use super::spec::{Bucket, Host};
 use crate::auth::TenantAuth;
+use crate::sources::boundary::{BodyLimits, Origin};
 use crate::sources::caller::{Caller, Reply};
 use crate::sources::clock::ServerClock;
 use crate::sources::error::ApiError;
@@ -38,6 +39,7 @@ impl GraphClient {
         graph_host: &str,
         arm_host: &str,
         reports_per_10s: u32,
+        limits: BodyLimits,
     ) -> GraphClient {
         let graph_base = graph_host.trim_end_matches('/').to_string();
         let arm_base = arm_host.trim_end_matches('/').to_string();
@@ -46,6 +48,8 @@ impl GraphClient {
             http: http.clone(),
             auth: auth.clone(),
             resource: resource.to_string(),
+            origin: Origin::of(resource).expect("Graph and ARM endpoints were validated as https"),
+            limit: limits.response,
             clock: clock.clone(),
             limiter: RateLimiter::direct(quota),
             retry: crate::common::RetryPolicy::SOURCE,

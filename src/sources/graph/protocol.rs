@@ -127,6 +127,7 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> ApiE
             ApiError::Unavailable(format!("the tenant has no Microsoft Entra ID P1/P2 licence ({code})"))
         }
         (403, _) => ApiError::Unavailable(format!("permission missing ({code}: {message})")),
+        (400..=499, _) => ApiError::Rejected { status, code, message },
         _ => ApiError::Fatal { code: if code.is_empty() { format!("HTTP {status}") } else { code }, message },
     }
 }
@@ -209,7 +210,8 @@ mod tests {
         ));
         assert!(matches!(
             classify(400, br#"{"error":{"code":"BadRequest","message":"x"}}"#, None),
-            ApiError::Fatal { .. }
+            ApiError::Rejected { status: 400, .. }
         ));
+        assert!(matches!(classify(404, b"", None), ApiError::Rejected { status: 404, .. }));
     }
 }

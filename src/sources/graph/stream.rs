@@ -36,7 +36,13 @@ pub struct GraphStream {
     pub settings: GraphStreamSettings,
     /// The Azure subscription of an `azure_activity` stream.
     pub subscription: Option<String>,
+    /// Consecutive cycles that ended on an undocumented 4xx.
+    pub rejected_cycles: u32,
 }
+
+/// Cycles in a row ending on an undocumented 4xx before the stream is declared failed (and
+/// tried again hourly): a skip token that expired or a brief outage clears up sooner.
+const REJECTIONS_BEFORE_FAILED: u32 = 3;
 
 impl Source for GraphStream {
     async fn cycle(&mut self, shutdown: &CancellationToken) -> Outcome {
@@ -55,11 +61,33 @@ impl Source for GraphStream {
             if shutdown.is_cancelled() || !self.handle.wait_open(shutdown).await {
                 return Outcome::Done;
             }
-            if let Err(o) = self.read_window(start, end).await {
-                return o;
+            match self.read_window(start, end).await {
+                Ok(()) => {}
+                Err(WindowError::Rejected(e)) => {
+                    self.rejected_cycles += 1;
+                    let why = format!("{e} (retried; {} of {REJECTIONS_BEFORE_FAILED} cycles)", self.rejected_cycles);
+                    return if self.rejected_cycles >= REJECTIONS_BEFORE_FAILED {
+                        Outcome::Fatal(format!("{e}: refused {} cycles in a row", self.rejected_cycles))
+                    } else {
+                        Outcome::Retry { after: None, why }
+                    };
+                }
+                Err(WindowError::Other(o)) => return o,
             }
         }
+        self.rejected_cycles = 0;
         Outcome::Done
+    }
+}
+
+enum WindowError {
+    Rejected(ApiError),
+    Other(Outcome),
+}
+
+impl From<Outcome> for WindowError {
+    fn from(o: Outcome) -> Self {
+        WindowError::Other(o)
     }
 }
 
@@ -75,16 +103,38 @@ impl GraphStream {
         }
     }
 
+    /// Reads one window to its last page. An undocumented 4xx on a next page (an expired skip
+    /// token answers 400) starts the window again once; the dedupe keys drop what was read.
     async fn read_window(
         &self,
         start: chrono::DateTime<chrono::Utc>,
         end: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), Outcome> {
+    ) -> Result<(), WindowError> {
         let base = self.client.base(self.spec.host);
-        let mut url = protocol::window_url(base, self.spec, self.subscription.as_deref(), start, end);
+        let first = protocol::window_url(base, self.spec, self.subscription.as_deref(), start, end);
+        let mut url = first.clone();
         let retry = |why: String| Outcome::Retry { after: None, why };
+        let (mut pages, mut restarted) = (0u32, false);
         loop {
-            let reply = self.client.get(self.spec.bucket, &url).await.map_err(|e| self.outcome(e))?;
+            pages += 1;
+            if pages > window::MAX_PAGES {
+                return Err(retry(format!(
+                    "window {start} to {end} ran past {} pages; stopped (a next-page link that loops?)",
+                    window::MAX_PAGES
+                ))
+                .into());
+            }
+            let reply = match self.client.get(self.spec.bucket, &url).await {
+                Ok(r) => r,
+                Err(ApiError::Rejected { status, code, message }) if url != first && !restarted => {
+                    tracing::warn!(stream = %self.handle.key.id, status, %code, %message,
+                        "a next page was refused; reading the window again from its first page");
+                    (restarted, url) = (true, first.clone());
+                    continue;
+                }
+                Err(e @ ApiError::Rejected { .. }) => return Err(WindowError::Rejected(e)),
+                Err(e) => return Err(self.outcome(e).into()),
+            };
             let (ranges, next) = protocol::parse_page(&reply.body).map_err(|e| retry(e.to_string()))?;
             let mut records = Vec::with_capacity(ranges.len());
             let mut without_id = 0;

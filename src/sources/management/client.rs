@@ -10,6 +10,7 @@ use reqwest::{Method, Url};
 
 use super::protocol::{self, ApiError, ContentItem, Subscription};
 use crate::auth::TenantAuth;
+use crate::sources::boundary::{BodyLimit, BodyLimits, Origin};
 use crate::sources::caller::Caller;
 use crate::sources::clock::ServerClock;
 
@@ -21,6 +22,7 @@ pub struct ManagementClient {
     /// Blob downloads in flight for the whole tenant: bounds memory and load whatever the
     /// number of streams.
     pub fetch_slots: tokio::sync::Semaphore,
+    blob_limit: BodyLimit,
 }
 
 impl ManagementClient {
@@ -34,13 +36,17 @@ impl ManagementClient {
         publisher: &str,
         requests_per_minute: u32,
         fetch_concurrency: usize,
+        limits: BodyLimits,
     ) -> ManagementClient {
         let rpm = NonZeroU32::new(requests_per_minute.max(1)).expect("non-zero");
         ManagementClient {
+            blob_limit: limits.blob,
             caller: Caller {
                 http,
                 auth,
                 resource: resource.to_string(),
+                origin: Origin::of(host).expect("the management endpoint was validated as https"),
+                limit: limits.response,
                 clock: Arc::new(ServerClock::default()),
                 limiter: RateLimiter::direct(Quota::per_minute(rpm).allow_burst(NonZeroU32::new(20).expect("20"))),
                 retry: crate::common::RetryPolicy::SOURCE,
@@ -90,7 +96,8 @@ impl ManagementClient {
     }
 
     pub async fn fetch_blob(&self, content_uri: &str) -> Result<Vec<u8>, ApiError> {
-        Ok(self.call(Method::GET, content_uri).await?.body)
+        let url = self.with_publisher(content_uri)?;
+        Ok(self.caller.call_limited(Method::GET, &url, &[], self.blob_limit).await?.body)
     }
 
     async fn call(&self, method: Method, url: &str) -> Result<crate::sources::caller::Reply, ApiError> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::sources::boundary::BoundaryError;
 pub use crate::sources::error::ApiError;
 use crate::sources::window::Limits;
 use crate::store::BlobListing;
@@ -76,6 +77,9 @@ pub enum Action {
     FetchBlob,
     /// The blob can no longer be fetched: record it as expired with this reason.
     WriteOff(String),
+    /// The blob is over the size or compression cap: record it as refused with this reason
+    /// (counted and shown, never fetched again), and go on with the others.
+    Refuse(String),
     /// Only this blob failed: it stays pending and the cycle ends incomplete.
     Postpone(ApiError),
     /// The cycle ends with this error.
@@ -115,6 +119,9 @@ pub fn next_action(a: &mut Attempts, event: Event, now_ms: i64) -> Action {
         }
         Event::BlobDue { .. } => Action::FetchBlob,
         Event::BlobFailed(ApiError::Gone { code, message }) => Action::WriteOff(format!("{code}: {message}")),
+        Event::BlobFailed(ApiError::Boundary(e @ (BoundaryError::TooLarge { .. } | BoundaryError::Bomb { .. }))) => {
+            Action::Refuse(e.to_string())
+        }
         Event::BlobFailed(e) if tenant_wide(&e) => Action::Fail(e),
         Event::BlobFailed(e) => Action::Postpone(e),
     }
@@ -195,6 +202,8 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> ApiE
         401 => ApiError::Unauthorized(if code.is_empty() { message } else { format!("{code}: {message}") }),
         429 => ApiError::Throttled { code: "HTTP 429".into(), retry_after },
         408 | 500..=599 => ApiError::Transient(format!("HTTP {status} {code} {message}").trim().to_string()),
+        // A 4xx without a documented AF code concerns this request, not the tenant.
+        400..=499 if !code.starts_with("AF") => ApiError::Rejected { status, code, message: explain(&message) },
         _ => ApiError::Fatal {
             code: if code.is_empty() { format!("HTTP {status}") } else { code },
             message: explain(&message),
@@ -282,13 +291,21 @@ mod tests {
     #[test]
     fn one_blob_failing_postpones_it_but_a_tenant_wide_refusal_ends_the_cycle() {
         let mut a = Attempts::default();
-        let odd = ApiError::Fatal { code: "HTTP 404".into(), message: "not here".into() };
+        let odd = classify(404, b"not here", None);
+        assert!(matches!(odd, ApiError::Rejected { status: 404, .. }), "{odd:?}");
         assert!(matches!(next_action(&mut a, Event::BlobFailed(odd), 0), Action::Postpone(_)));
         let throttled = ApiError::Throttled { code: "AF429".into(), retry_after: None };
         assert!(matches!(next_action(&mut a, Event::BlobFailed(throttled), 0), Action::Postpone(_)));
         assert!(matches!(next_action(&mut a, Event::BlobFailed(af("AF10001")), 0), Action::Fail(_)));
         let refused = ApiError::Unauthorized("401".into());
         assert!(matches!(next_action(&mut a, Event::BlobFailed(refused), 0), Action::Fail(_)));
+        let bomb = ApiError::Boundary(BoundaryError::Bomb { what: "content blob", ratio: 100 });
+        assert!(matches!(next_action(&mut a, Event::BlobFailed(bomb), 0), Action::Refuse(m) if m.contains("100:1")));
+        let away = ApiError::Boundary(BoundaryError::ForeignLink { shown: "x".into(), expected: "y".into() });
+        assert!(
+            matches!(next_action(&mut a, Event::BlobFailed(away), 0), Action::Postpone(_)),
+            "stays pending, loudly"
+        );
     }
 
     fn parse(s: &str) -> i64 {

@@ -122,7 +122,7 @@ impl ManagementStream {
     ) -> Result<Action, Outcome> {
         let first = self.client.content_url(&self.content_type, &protocol::fmt_time(start), &protocol::fmt_time(end));
         let mut url = first.clone();
-        loop {
+        for _ in 0..window::MAX_PAGES {
             let event = match self.client.list_page(&url).await {
                 Ok((items, next)) => {
                     let blobs = items.iter().map(|i| i.listing()).collect();
@@ -143,9 +143,15 @@ impl ManagementStream {
                 Action::RestartWindow => url = first.clone(),
                 a @ (Action::WindowDone | Action::Replan) => return Ok(a),
                 Action::Fail(e) | Action::Postpone(e) => return Err(outcome(e)),
-                Action::FetchBlob | Action::WriteOff(_) => unreachable!("listing events lead to listing actions"),
+                Action::FetchBlob | Action::WriteOff(_) | Action::Refuse(_) => {
+                    unreachable!("listing events lead to listing actions")
+                }
             }
         }
+        Err(retry(format!(
+            "listing window {start} to {end} ran past {} pages; stopped (a NextPageUri that loops?)",
+            window::MAX_PAGES
+        )))
     }
 
     fn now_ms(&self) -> i64 {
@@ -205,6 +211,7 @@ impl ManagementStream {
             Err(e) => {
                 return match protocol::next_action(&mut Attempts::default(), Event::BlobFailed(e), self.now_ms()) {
                     Action::WriteOff(detail) => self.expired(&b, detail).await,
+                    Action::Refuse(detail) => self.refused(&b, detail).await,
                     Action::Fail(e) | Action::Postpone(e) => Err(e),
                     other => unreachable!("a blob failure leads to a blob action, not {other:?}"),
                 };
@@ -214,6 +221,17 @@ impl ManagementStream {
             .map_err(|e| ApiError::Transient(format!("blob {}: {e}", b.content_id)))?;
         self.handle
             .ingest(body, parsed.records, parsed.without_id, Checkpoint::BlobFetched { content_id: b.content_id })
+            .await
+            .map_err(|e| ApiError::Transient(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn refused(&self, b: &PendingBlob, detail: String) -> Result<(), ApiError> {
+        tracing::error!(stream = %self.handle.key.id, content_id = %b.content_id, created = %b.content_created, %detail,
+            "content blob refused: over the size or compression cap; counted, and the stream goes on");
+        metrics::counter!("auditkeeper_blobs_refused_total", "stream" => self.handle.key.id.clone()).increment(1);
+        self.handle
+            .ingest(Vec::new(), Vec::new(), 0, Checkpoint::BlobRefused { content_id: b.content_id.clone(), detail })
             .await
             .map_err(|e| ApiError::Transient(e.to_string()))?;
         Ok(())

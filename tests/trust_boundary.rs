@@ -1,0 +1,191 @@
+//! A hostile or broken upstream, receiver or operator can neither take the token nor lose a
+//! record: links to other hosts, redirects from a sink, a second daemon on the same state.
+
+#![cfg(feature = "simulator")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use auditkeeper::daemon::Daemon;
+use auditkeeper::demo::ConfigExtras;
+use auditkeeper::simulator::Scenario;
+use auditkeeper::simulator::hostile::Attacks;
+use common::receiver::{Behaviour, Receiver};
+use common::{Harness, assert_exactly_once, wait_until};
+
+/// Ids delivered by the file sink for one `source/stream` directory.
+fn delivered_in(h: &Harness, sub: &str, field: &str) -> Vec<String> {
+    auditkeeper::sinks::file::read::read_lines(&h.records_dir().join("contoso").join(sub))
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[field].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_to_another_host_never_get_the_token_and_the_other_streams_complete() {
+    // The tampered answers point next-page and content links at this listener, which records
+    // whatever reaches it.
+    let thief = Receiver::start(Behaviour::default()).await;
+    let scenario = Scenario {
+        history_records: 1_500,
+        content_types: vec!["Audit.Exchange".into(), "Audit.SharePoint".into()],
+        page_size: 4,
+        graph_history_records: 14_000,
+        graph_history_hours: 10.0,
+        attacks: Attacks {
+            foreign_link_base: Some(thief.url.replace("127.0.0.1", "localhost")),
+            foreign_link_streams: vec!["Audit.SharePoint".into(), "directory_audits".into()],
+            ..Attacks::default()
+        },
+        ..Scenario::default()
+    };
+    let extras = ConfigExtras {
+        graph: "streams = [\"directory_audits\", \"provisioning\"]\npoll_interval = \"1s\"\nlag = \"0s\"\nbackfill = \"1d\""
+            .into(),
+        ..ConfigExtras::default()
+    };
+    let h = Harness::new(scenario, extras).await;
+    let exchange: HashSet<String> =
+        h.sim.tenant.ids_of(h.sim.tenant.ct_index("Audit.Exchange").unwrap()).into_iter().collect();
+    let now = h.sim.tenant.now();
+    let provisioning: HashSet<String> =
+        h.sim.tenant.graph.truth(now).into_values().filter(|(e, _)| e.kind == 5).map(|(e, _)| e.key()).collect();
+    let audits = h.sim.tenant.graph.truth(now).values().filter(|(e, _)| e.kind == 4).count();
+    assert!(audits > 1_000, "directory audits need a second page: {audits}");
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    wait_until("the untampered streams complete and the refusals shown", Duration::from_secs(120), || {
+        let st = h.status();
+        let ex: HashSet<String> = delivered_in(&h, "management/Audit.Exchange", "Id").into_iter().collect();
+        let pr: HashSet<String> = delivered_in(&h, "graph/provisioning", "id").into_iter().collect();
+        ex == exchange && pr == provisioning && st.matches("refused to follow a link").count() >= 2
+    })
+    .await;
+    let status = h.status();
+    daemon.stop().await.expect("clean shutdown");
+
+    assert!(
+        thief.received().is_empty(),
+        "requests reached the other host: {:?}",
+        thief.received().iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    for line in status.lines().filter(|l| l.contains("refused to follow a link")) {
+        assert!(line.contains("was not sent") && !line.contains("/api/v1"), "says what happened, not where to: {line}");
+    }
+    // What the tampered streams returned before the link is kept; nothing past it was read.
+    assert!(delivered_in(&h, "management/Audit.SharePoint", "Id").is_empty(), "its blobs all point away");
+    let partial = delivered_in(&h, "graph/directory_audits", "id").len();
+    assert!(partial > 0 && partial < audits, "the first page of audits, not the rest: {partial} of {audits}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_redirects_confirms_nothing_and_everything_arrives_once_after_the_fix() {
+    let rx = Receiver::start(Behaviour { redirect_posts_to: Some("/elsewhere".into()), ..Behaviour::default() }).await;
+    let extra = format!(
+        "\n[[sinks]]\ntype = \"http\"\npreset = \"generic\"\nname = \"collector\"\nurl = \"{}/ingest\"\nbatch = {{ linger = \"100ms\" }}\n",
+        rx.url
+    );
+    let scenario =
+        Scenario { history_records: 1_000, content_types: vec!["Audit.Exchange".into()], ..Scenario::default() };
+    let h = Harness::new(scenario, ConfigExtras { extra_sinks: extra, ..ConfigExtras::default() }).await;
+    let truth = h.sim.tenant.truth();
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    h.wait_complete(Duration::from_secs(60)).await;
+    wait_until("redirects answered and shown", Duration::from_secs(30), || {
+        rx.inner.lock().unwrap().redirected >= 3 && h.status().contains("HTTP 302 redirect")
+    })
+    .await;
+    assert_eq!(rx.inner.lock().unwrap().redirect_gets, 0, "the POST was not replayed as a GET");
+    assert!(rx.received().is_empty());
+    assert_eq!(h.backlog("collector"), truth.ids.len() as i64, "nothing was marked delivered");
+    let store = auditkeeper::store::Store::open_read_only(&h.state_dir()).unwrap();
+    let b = store.backlogs().unwrap().into_iter().find(|b| b.sink == "collector").unwrap();
+    assert_eq!(b.delivered_total, 0);
+
+    rx.set_redirect(None);
+    wait_until("delivery after the fix", Duration::from_secs(60), || h.backlog("collector") == 0).await;
+    daemon.stop().await.expect("clean shutdown");
+    let ids: Vec<String> = rx
+        .received()
+        .iter()
+        .flat_map(|r| {
+            r.body
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["Id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut counts = std::collections::HashMap::new();
+    for i in ids {
+        *counts.entry(i).or_insert(0u32) += 1;
+    }
+    assert_exactly_once(&truth.ids, &counts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_is_refused_and_a_removed_sink_keeps_its_records() {
+    let scenario =
+        Scenario { history_records: 3_000, content_types: vec!["Audit.Exchange".into()], ..Scenario::default() };
+    let h = Harness::new(scenario, ConfigExtras::default()).await;
+    let truth = h.sim.tenant.truth();
+    let first = common::BinaryDaemon::spawn(&h.config, &[]);
+    h.wait_lines(1, Duration::from_secs(60)).await;
+
+    // Another config on the same state directory, whose only sink has another name.
+    let other = h.dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    let renamed = text.replace("name = \"archive\"", "name = \"archive-2\"").replace(
+        &format!("path = \"{}\"", h.records_dir().display()),
+        &format!("path = \"{}\"", h.dir.path().join("records-2").display()),
+    );
+    std::fs::write(&other, &renamed).unwrap();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+        .args(["run", "--config"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second daemon must not run: {err}");
+    assert!(err.contains("in use by another auditkeeper") && err.contains(&format!("pid {}", first.pid())), "{err}");
+    let forget = std::process::Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+        .args(["forget-sink", "archive", "--config"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!forget.status.success(), "forget-sink needs the daemon stopped");
+
+    // The first daemon was not disturbed: everything once.
+    let got = h.wait_complete(Duration::from_secs(60)).await;
+    assert_exactly_once(&truth.ids, &got);
+    wait_until("the offset committed", Duration::from_secs(30), || h.backlog("archive") == 0).await;
+    assert!(first.terminate().success());
+
+    // Now the renamed config runs; the old sink's offset is kept and shown, not dropped.
+    let second = common::BinaryDaemon::spawn(&other, &[]);
+    wait_until("the new sink delivered", Duration::from_secs(60), || h.backlog("archive-2") == 0).await;
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+        .args(["status", "--config"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(second.terminate().success());
+    assert!(status.contains("NO LONGER CONFIGURED") && status.contains("forget-sink archive"), "{status}");
+    assert_eq!(h.backlog("archive"), 0, "still there, with nothing owed");
+    let forget = std::process::Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+        .args(["forget-sink", "archive", "--config"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(forget.status.success(), "{}", String::from_utf8_lossy(&forget.stderr));
+    assert_eq!(h.backlog("archive"), -1, "the offset is gone");
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+        .args(["forget-sink", "archive-2", "--config"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("still in the config"));
+}
