@@ -189,3 +189,127 @@ async fn a_second_daemon_on_the_same_state_is_refused_and_a_removed_sink_keeps_i
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("still in the config"));
 }
+
+/// Peak resident memory of a process, from `/proc/PID/status` (`VmHWM`), in MB.
+fn peak_rss_mb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_is_refused_in_bounded_memory_and_everything_else_arrives() {
+    let scenario = Scenario {
+        history_records: 2_000,
+        content_types: vec!["Audit.Exchange".into(), "Audit.SharePoint".into()],
+        attacks: Attacks {
+            bomb_content_type: Some("Audit.SharePoint".into()),
+            bomb_blobs: 2,
+            bomb_bytes: 2 << 30,
+            ..Attacks::default()
+        },
+        ..Scenario::default()
+    };
+    let h = Harness::new(scenario, ConfigExtras::default()).await;
+    let truth = h.sim.tenant.truth();
+    assert_eq!(truth.bomb_blobs, 2);
+    let daemon = common::BinaryDaemon::spawn(&h.config, &[]);
+    let got = h.wait_complete(Duration::from_secs(90)).await;
+    wait_until("both bombs refused", Duration::from_secs(30), || {
+        h.status().contains("2 REFUSED (over the size or compression cap)")
+    })
+    .await;
+    let rss = peak_rss_mb(daemon.pid());
+    let status = h.status();
+    assert!(daemon.terminate().success());
+    assert!(rss < 150, "peak RSS {rss} MB while refusing two 2 GiB bombs");
+    assert_exactly_once(&truth.ids, &got);
+    assert_eq!(h.stream_sum(|s| s.counters.blobs_refused), 2, "{status}");
+    assert_eq!(h.stream_sum(|s| s.ledger.listed), 0, "nothing left pending: the stream went on");
+    eprintln!("peak RSS {rss} MB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_shows_throttled_until_a_capped_time_and_the_rest_flows() {
+    let scenario = Scenario {
+        history_records: 1_500,
+        content_types: vec!["Audit.Exchange".into(), "Audit.General".into()],
+        attacks: Attacks {
+            retry_after_content_type: Some("Audit.General".into()),
+            retry_after_secs: 1_000_000_000,
+            ..Attacks::default()
+        },
+        ..Scenario::default()
+    };
+    let h = Harness::new(scenario, ConfigExtras::default()).await;
+    let exchange: HashSet<String> = h.sim.tenant.ids_of(0).into_iter().collect();
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    wait_until("Exchange complete and General shown as throttled", Duration::from_secs(60), || {
+        let ex: HashSet<String> = delivered_in(&h, "management/Audit.Exchange", "Id").into_iter().collect();
+        ex == exchange && h.status().contains("[throttled] until")
+    })
+    .await;
+    let status = h.status();
+    daemon.stop().await.expect("clean shutdown");
+    let line = status.lines().find(|l| l.contains("Audit.General") && l.contains("[throttled] until")).unwrap();
+    // "[throttled] until 2026-12-02T01:02:03.000Z: throttled by Microsoft (AF429)"
+    let (until, _) = line.split("until ").nth(1).unwrap().split_once(": ").unwrap();
+    let until = chrono::DateTime::parse_from_rfc3339(until).unwrap();
+    let wait = until.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(wait <= chrono::Duration::minutes(16), "waits at most 15 minutes, not 31 years: {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dates_from_the_future_never_move_a_cursor_past_now_and_nothing_is_missed() {
+    let scenario = Scenario {
+        history_records: 3_000,
+        content_types: vec!["Audit.Exchange".into()],
+        page_size: 10,
+        live_records_per_sec: 100.0,
+        attacks: Attacks { bad_date_every: 3, bad_date_ahead_secs: 10 * 365 * 86_400, ..Attacks::default() },
+        ..Scenario::default()
+    };
+    let h = Harness::new(scenario, ConfigExtras::default()).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    h.wait_lines(3_500, Duration::from_secs(60)).await;
+    h.sim.tenant.freeze();
+    let got = h.wait_complete(Duration::from_secs(60)).await;
+    daemon.stop().await.expect("clean shutdown");
+    assert_exactly_once(&h.sim.tenant.truth().ids, &got);
+    let store = auditkeeper::store::Store::open_read_only(&h.state_dir()).unwrap();
+    let limit = chrono::Utc::now() + chrono::Duration::hours(1);
+    for s in store.streams().unwrap() {
+        let c = auditkeeper::sources::window::parse_cursor(s.cursor.as_deref().unwrap()).unwrap();
+        assert!(c <= limit, "{} cursor {c} is in the future", s.stream);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_skip_token_restarts_the_window_instead_of_stopping_the_stream() {
+    let scenario = Scenario {
+        history_records: 0,
+        graph_history_records: 14_000,
+        graph_history_hours: 10.0,
+        attacks: Attacks { graph_skiptoken_expired: 2, ..Attacks::default() },
+        ..Scenario::default()
+    };
+    let extras = ConfigExtras {
+        graph: "streams = [\"directory_audits\"]\npoll_interval = \"1s\"\nlag = \"0s\"\nbackfill = \"1d\"".into(),
+        ..ConfigExtras::default()
+    };
+    let h = Harness::new(scenario, extras).await;
+    let now = h.sim.tenant.now();
+    let audits: HashSet<String> =
+        h.sim.tenant.graph.truth(now).into_values().filter(|(e, _)| e.kind == 4).map(|(e, _)| e.key()).collect();
+    assert!(audits.len() > 1_000, "needs a next page");
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    wait_until("every directory audit", Duration::from_secs(90), || {
+        delivered_in(&h, "graph/directory_audits", "id").into_iter().collect::<HashSet<_>>() == audits
+    })
+    .await;
+    let status = h.status();
+    daemon.stop().await.expect("clean shutdown");
+    let got = delivered_in(&h, "graph/directory_audits", "id");
+    assert_eq!(got.len(), audits.len(), "the re-read first page was deduplicated");
+    assert!(!status.contains("[failed]"), "{status}");
+}

@@ -208,11 +208,16 @@ fn build_raw(
     secret: &str,
     http: &reqwest::Client,
 ) -> Result<Arc<dyn TokenCredential>, AuthError> {
-    let mut custom = CustomConfiguration::default();
-    custom.authority_host = authority.to_string();
-    let mut client_options = ClientOptions::default();
-    client_options.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
-    client_options.transport = Some(Transport::new(Arc::new(http.clone())));
+    // Both option structs are #[non_exhaustive]: they can only be built from `default()`.
+    #[allow(clippy::field_reassign_with_default)]
+    let client_options = {
+        let mut custom = CustomConfiguration::default();
+        custom.authority_host = authority.to_string();
+        let mut o = ClientOptions::default();
+        o.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
+        o.transport = Some(Transport::new(Arc::new(http.clone())));
+        o
+    };
     let setup = |message: String| AuthError::Setup { tenant: tenant.to_string(), message: redact(&message, secret) };
     match kind {
         CredentialKind::Certificate => certificate::credential(secret, tenant_id, client_id, authority, client_options)

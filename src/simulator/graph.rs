@@ -306,7 +306,7 @@ pub fn render(seed: u64, e: &Event, version: u8, reorder: bool) -> String {
         }
         "activityLog" => {
             let sub = guid(seed, 77);
-            let (op, rp, body) = if r % 2 == 0 {
+            let (op, rp, body) = if r.is_multiple_of(2) {
                 (
                     "Microsoft.Compute/virtualMachines/write",
                     "Microsoft.Compute",
@@ -366,7 +366,7 @@ pub fn render(seed: u64, e: &Event, version: u8, reorder: bool) -> String {
                 "nonInteractiveUser" => ("Microsoft Office", "Mobile Apps and Desktop clients"),
                 _ => ("Office 365 Exchange Online", "Browser"),
             };
-            let failed = r % 7 == 0;
+            let failed = r.is_multiple_of(7);
             f.push(("createdDateTime", ts));
             f.push(("userDisplayName", q(user)));
             f.push(("userPrincipalName", q(&format!("{user}@contoso.onmicrosoft.com"))));
@@ -397,7 +397,7 @@ pub fn render(seed: u64, e: &Event, version: u8, reorder: bool) -> String {
             ));
             f.push((
                 "authenticationDetails",
-                if version == 2 || r % 3 == 0 {
+                if version == 2 || r.is_multiple_of(3) {
                     r#"[{"authenticationMethod":"Password","succeeded":true},{"authenticationMethod":"Mobile app notification","succeeded":true}]"#.into()
                 } else {
                     r#"[{"authenticationMethod":"Password","succeeded":true}]"#.into()

@@ -51,7 +51,7 @@ impl Attacks {
 impl AttackState {
     /// Whether this response gets a `Date` from the future.
     pub fn bad_date(&self, a: &Attacks) -> bool {
-        a.bad_date_every > 0 && self.responses.fetch_add(1, Ordering::Relaxed) % a.bad_date_every == 0
+        a.bad_date_every > 0 && self.responses.fetch_add(1, Ordering::Relaxed).is_multiple_of(a.bad_date_every)
     }
 
     /// Whether this next-page request is answered as an expired skip token.

@@ -74,10 +74,10 @@ pub fn render(
     match ct_name {
         "Audit.Exchange" => exchange(&mut f, r, &upn, ip, tenant_id, pad),
         "Audit.AzureActiveDirectory" => {
-            f.push(("Operation", q(if r % 5 == 0 { "UserLoginFailed" } else { "UserLoggedIn" })));
+            f.push(("Operation", q(if r.is_multiple_of(5) { "UserLoginFailed" } else { "UserLoggedIn" })));
             f.push(("OrganizationId", q(tenant_id)));
             f.push(("RecordType", "15".into()));
-            f.push(("ResultStatus", q(if r % 5 == 0 { "Failed" } else { "Success" })));
+            f.push(("ResultStatus", q(if r.is_multiple_of(5) { "Failed" } else { "Success" })));
             f.push(("UserKey", q(&guid(r, 7))));
             f.push(("UserType", "0".into()));
             f.push(("Version", "1".into()));
@@ -88,9 +88,7 @@ pub fn render(
             f.push(("AzureActiveDirectoryEventType", "1".into()));
             f.push((
                 "ExtendedProperties",
-                format!(
-                    r#"[{{"Name":"ResultStatusDetail","Value":"Redirect"}},{{"Name":"UserAgent","Value":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0"}},{{"Name":"RequestType","Value":"OAuth2:Authorize"}}]"#
-                ),
+                r#"[{"Name":"ResultStatusDetail","Value":"Redirect"},{"Name":"UserAgent","Value":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0"},{"Name":"RequestType","Value":"OAuth2:Authorize"}]"#.to_string(),
             ));
             f.push(("ModifiedProperties", "[]".into()));
             f.push(("Actor", format!(r#"[{{"ID":"{}","Type":0}},{{"ID":{},"Type":5}}]"#, guid(r, 8), q(&upn))));
@@ -98,7 +96,7 @@ pub fn render(
             f.push(("ActorIpAddress", q(ip)));
             f.push(("InterSystemsId", q(&guid(r, 9))));
             f.push(("IntraSystemId", q(&guid(r, 10))));
-            f.push(("ErrorNumber", q(if r % 5 == 0 { "50126" } else { "0" })));
+            f.push(("ErrorNumber", q(if r.is_multiple_of(5) { "50126" } else { "0" })));
         }
         "Audit.SharePoint" => {
             let op = ["FileAccessed", "FileDownloaded", "FileModified", "SharingSet", "AnonymousLinkCreated"]
@@ -249,8 +247,8 @@ fn exchange(f: &mut Vec<(&str, String)>, r: u64, upn: &str, ip: &str, tenant_id:
             f.push(("OriginatingServer", q("AM0PR04MB6163 (15.20.8005.017)")));
         }
         _ => {
-            let access = if r % 3 == 0 { "Sync" } else { "Bind" };
-            let throttled = if r % 97 == 0 { "True" } else { "False" };
+            let access = if r.is_multiple_of(3) { "Sync" } else { "Bind" };
+            let throttled = if r.is_multiple_of(97) { "True" } else { "False" };
             f.push(("AppId", q("00000002-0000-0ff1-ce00-000000000000")));
             f.push(("ClientAppId", q("")));
             f.push(("ClientIPAddress", q(ip)));
