@@ -42,6 +42,8 @@ ca_file = "{ca}"
 level = "warn"
 
 [spool]
+# A demo or test run needs little room; do not pause on a cramped disk.
+min_free_bytes = "8MiB"
 {spool}
 
 [[tenants]]

@@ -278,6 +278,35 @@ fn a_world_readable_secret_file_is_a_warning() {
 }
 
 #[test]
+fn world_readable_sink_secrets_and_mtls_keys_are_warnings_too() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let good = base(dir);
+    let token = dir.join("hec-token");
+    std::fs::write(&token, "0f1e2d3c-aaaa-bbbb-cccc-123456789abc").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A self-signed client certificate and its key, the key readable by everyone.
+    let cert = rcgen::generate_simple_self_signed(vec!["collector".to_string()]).unwrap();
+    let (crt, key) = (dir.join("client.crt"), dir.join("client.key"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "{good}\n[[sinks]]\ntype = \"http\"\npreset = \"splunk_hec\"\nname = \"hec\"\nurl = \"https://127.0.0.1:8088\"\ntoken_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        token.display(),
+        crt.display(),
+        key.display()
+    );
+    let (ok, out) = validate(dir, &text);
+    assert!(ok, "{out}");
+    assert!(out.contains("warning: sinks[1].token_file:") && out.contains("hec-token is world-readable"), "{out}");
+    assert!(
+        out.contains("warning: sinks[1].client_key_file:") && out.contains("client.key is world-readable"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_database_from_a_newer_version_is_refused_untouched() {
     let d = tempfile::tempdir().unwrap();
     let state = d.path().join("state");

@@ -52,7 +52,11 @@ async fn rotated_files_are_gzipped_and_envelopes_carry_metadata_around_the_exact
     let open = files(&h.records_dir(), ".jsonl");
     assert_eq!(open.len(), 1, "only the current file stays uncompressed");
     let expected_dir = h.records_dir().join("contoso/management/Audit.Exchange");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&expected_dir), 0o700, "audit records are for the daemon's user only");
     for f in gz.iter().chain(open.iter()) {
+        assert_eq!(mode(f), 0o600, "{f:?}");
         assert_eq!(f.parent().unwrap(), expected_dir);
         assert!(f.file_name().unwrap().to_string_lossy().starts_with(&format!("{day}-")), "{f:?}");
     }

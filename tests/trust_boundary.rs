@@ -193,7 +193,8 @@ async fn a_second_daemon_on_the_same_state_is_refused_and_a_removed_sink_keeps_i
 /// Peak resident memory of a process, from `/proc/PID/status` (`VmHWM`), in MB.
 fn peak_rss_mb(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let kb: u64 =
+        s.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     kb / 1024
 }
 
@@ -312,4 +313,46 @@ async fn an_expired_skip_token_restarts_the_window_instead_of_stopping_the_strea
     let got = delivered_in(&h, "graph/directory_audits", "id");
     assert_eq!(got.len(), audits.len(), "the re-read first page was deduplicated");
     assert!(!status.contains("[failed]"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_polling_holds_the_sink_without_resending_and_resumes_by_itself() {
+    let scenario = Scenario {
+        history_records: 3_000,
+        live_records_per_sec: 300.0,
+        content_types: vec!["Audit.Exchange".into(), "Audit.General".into()],
+        ..Scenario::default()
+    };
+    let extras = ConfigExtras { sink: "batch = { max_records = 100 }".into(), ..ConfigExtras::default() };
+    let h = Harness::new(scenario, extras).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    h.wait_lines(3_000, Duration::from_secs(60)).await;
+
+    daemon.pipeline.store.inject_disk_full(true);
+    wait_until("polling paused for the full disk", Duration::from_secs(30), || {
+        daemon.pipeline.gate.reason().is_some_and(|r| r.starts_with("DISK FULL"))
+    })
+    .await;
+    // Quiet: no request goes to Microsoft, and the sink, holding its offset, sends nothing twice.
+    let hr = &h;
+    let quiet = |secs: u64| {
+        let h = hr;
+        let mut last =
+            (h.sim.tenant.stats().api_requests, common::count_lines(&h.records_dir()), std::time::Instant::now());
+        move || {
+            let now = (h.sim.tenant.stats().api_requests, common::count_lines(&h.records_dir()));
+            if (now.0, now.1) != (last.0, last.1) {
+                last = (now.0, now.1, std::time::Instant::now());
+            }
+            last.2.elapsed() > Duration::from_secs(secs)
+        }
+    };
+    wait_until("requests and deliveries to stop", Duration::from_secs(30), quiet(6)).await;
+
+    daemon.pipeline.store.inject_disk_full(false);
+    wait_until("polling resumed by itself", Duration::from_secs(30), || daemon.pipeline.gate.reason().is_none()).await;
+    h.sim.tenant.freeze();
+    let got = h.wait_complete(Duration::from_secs(60)).await;
+    daemon.stop().await.expect("clean shutdown");
+    assert_exactly_once(&h.sim.tenant.truth().ids, &got);
 }

@@ -48,6 +48,21 @@ impl Issues {
         v.clone()
     }
 
+    /// An error unless `min <= d <= max`: an absurd duration (a `lag` of 10,000 years) is a
+    /// mistake to report, not a number to overflow on later.
+    pub fn within(
+        &mut self,
+        path: impl Into<String>,
+        d: std::time::Duration,
+        min: std::time::Duration,
+        max: std::time::Duration,
+    ) {
+        if d < min || d > max {
+            let f = |x: std::time::Duration| humantime::format_duration(x).to_string();
+            self.add(path, format!("must be between {} and {}", f(min), f(max)));
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }

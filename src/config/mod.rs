@@ -64,3 +64,6 @@ pub fn load_settings(path: &Path) -> Result<(Settings, Vec<String>), ConfigError
 pub fn from_toml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, config::ConfigError> {
     builder().add_source(config::File::from_str(text, config::FileFormat::Toml)).build()?.try_deserialize()
 }
+
+#[cfg(test)]
+mod tests;

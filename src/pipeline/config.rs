@@ -22,6 +22,12 @@ pub struct SpoolConfig {
     pub seen_ttl: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub prune_interval: Option<Duration>,
+    /// Polling pauses when the state directory's filesystem has less free than this.
+    #[serde(default, deserialize_with = "crate::common::size::opt")]
+    pub min_free_bytes: Option<u64>,
+    /// The dead-letter table's cap; a sink that would add more waits until they are handled.
+    #[serde(default, deserialize_with = "crate::common::size::opt")]
+    pub max_dead_letter_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +36,8 @@ pub struct SpoolSettings {
     pub max_age: Duration,
     pub seen_ttl: Duration,
     pub prune_interval: Duration,
+    pub min_free_bytes: u64,
+    pub max_dead_letter_bytes: u64,
 }
 
 pub fn validate(is: &mut Issues, raw: &SpoolConfig) -> SpoolSettings {
@@ -38,7 +46,15 @@ pub fn validate(is: &mut Issues, raw: &SpoolConfig) -> SpoolSettings {
         max_age: raw.max_age.unwrap_or(30 * DAY),
         seen_ttl: raw.seen_ttl.unwrap_or(8 * DAY),
         prune_interval: raw.prune_interval.unwrap_or(Duration::from_secs(60)),
+        min_free_bytes: raw.min_free_bytes.unwrap_or(64 << 20),
+        max_dead_letter_bytes: raw.max_dead_letter_bytes.unwrap_or(1 << 30),
     };
+    if spool.min_free_bytes > (1 << 40) {
+        is.add("spool.min_free_bytes", "must be at most 1TiB");
+    }
+    if spool.max_dead_letter_bytes < (1 << 20) {
+        is.add("spool.max_dead_letter_bytes", "must be at least 1MiB");
+    }
     if spool.max_bytes < (1 << 20) {
         is.add("spool.max_bytes", "must be at least 1MiB");
     }

@@ -14,7 +14,7 @@ use super::ingest::{Pipeline, PipelineError};
 use super::shutdown::Shutdown;
 use crate::common::RetryPolicy;
 use crate::sinks::{Batch, BuiltSink, OutRecord, RowMeta};
-use crate::store::{DeadLetter, codec};
+use crate::store::{SpoolRow, codec};
 
 /// Rows read from the spool per query; small, so memory stays bounded by the batch limits.
 const ROWS_PER_READ: usize = 8;
@@ -104,8 +104,13 @@ impl Forwarder {
                 }
                 for row in rows {
                     next_read = row.seq + 1;
-                    let mut records =
-                        self.decode(row.seq, row.tenant, row.source, row.name, row.collected_at, row.data)?;
+                    let mut records = match decode(&row) {
+                        Ok(r) => r,
+                        Err(reason) => {
+                            self.set_aside(&row, reason).await?;
+                            VecDeque::new()
+                        }
+                    };
                     if row.seq == seq && skip > 0 {
                         // Resuming inside a row: its first `skip` records were already delivered.
                         records.drain(..skip.min(records.len()));
@@ -168,7 +173,7 @@ impl Forwarder {
                 if end != pos {
                     // Only filtered-out records: move past them so the spool can be pruned.
                     let n = name.clone();
-                    self.pipeline.blocking(move |s| s.commit_offset(&n, end.0, end.1, 0)).await?;
+                    self.durably(shutdown, "offset", move |s| s.commit_offset(&n, end.0, end.1, 0)).await?;
                     (seq, pos) = (end.0, end);
                     continue;
                 }
@@ -192,62 +197,67 @@ impl Forwarder {
             let Some(refused) = self.deliver(&batch, shutdown).await else {
                 return Ok(()); // shutdown deadline passed: the batch stays in the spool for next start
             };
+            let all_refused = refused.len() == batch.records.len() && batch.records.len() > 1;
+            let refused_bytes: u64 = refused.iter().map(|(i, _)| batch.records[*i].raw.len() as u64).sum();
+            let delivered = (batch.records.len() - refused.len()) as i64;
             if !refused.is_empty() {
-                self.dead_letter(&batch, refused).await?;
+                self.dead_letter(&batch, refused, shutdown).await?;
             }
-            let delivered = batch.records.len() as i64;
             let n = name.clone();
-            self.pipeline.blocking(move |s| s.commit_offset(&n, end.0, end.1, delivered)).await?;
+            self.durably(shutdown, "offset", move |s| s.commit_offset(&n, end.0, end.1, delivered)).await?;
             (seq, pos) = (end.0, end);
+            if all_refused {
+                // After the commit, which clears the sink's last error: this one must stay visible.
+                self.all_refused(batch.records.len()).await;
+            }
             metrics::counter!("auditkeeper_sink_sent_records_total", "sink" => name.clone())
                 .increment(delivered as u64);
-            metrics::counter!("auditkeeper_sink_sent_bytes_total", "sink" => name.clone()).increment(batch.bytes);
+            metrics::counter!("auditkeeper_sink_sent_bytes_total", "sink" => name.clone())
+                .increment(batch.bytes - refused_bytes);
         }
     }
 
-    fn decode(
+    /// Writes what must be durable before the offset moves. A failed write (a full disk) is
+    /// written again after a pause, for as long as it takes: what the sink confirmed is never
+    /// sent again just because the commit could not land. Gives up only past the drain deadline,
+    /// and then nothing moves: the batch is resent at the next start.
+    pub(super) async fn durably<T: Send + 'static>(
         &self,
-        seq: i64,
-        tenant: String,
-        source: String,
-        name: String,
-        collected_at_ms: i64,
-        data: Arc<Vec<u8>>,
-    ) -> Result<VecDeque<(usize, OutRecord)>, PipelineError> {
-        let framed = codec::decode(&data).map_err(|reason| crate::store::StoreError::CorruptSpool { seq, reason })?;
-        let meta = Arc::new(RowMeta { tenant, source, name, collected_at_ms });
-        Ok(framed
-            .into_iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let rec = OutRecord {
-                    meta: meta.clone(),
-                    data: data.clone(),
-                    id: f.id,
-                    raw: f.raw,
-                    event_time_ms: f.event_time_ms,
-                };
-                (i, rec)
-            })
-            .collect())
-    }
-
-    /// Stores refused records with their reasons; must happen before the offset moves.
-    async fn dead_letter(&self, batch: &Batch, refused: Vec<(usize, String)>) -> Result<(), PipelineError> {
-        let name = self.sink.name().to_string();
-        for (i, reason) in &refused {
-            let r = &batch.records[*i];
-            tracing::error!(sink = %name, tenant = %r.meta.tenant, stream = %r.meta.name, record_id = %r.id(),
-                reason = %reason, "receiver refused a record for good; moved to the dead-letter table");
+        shutdown: &Shutdown,
+        what: &'static str,
+        f: impl Fn(&crate::store::Store) -> crate::store::Result<T> + Clone + Send + 'static,
+    ) -> Result<T, PipelineError> {
+        let mut failures = 0u32;
+        loop {
+            let g = f.clone();
+            match self.pipeline.blocking(move |s| g(s)).await {
+                Ok(v) => {
+                    if failures > 0 {
+                        tracing::warn!(sink = %self.sink.name(), what, failures, "store writes again; delivery goes on");
+                    }
+                    return Ok(v);
+                }
+                Err(e) => {
+                    self.pipeline.note_store_error(&e);
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::error!(sink = %self.sink.name(), what, error = %e, failures,
+                            "cannot store the delivery's progress; holding this sink (nothing is resent) and writing again");
+                    }
+                    if shutdown.is_draining() && shutdown.past_deadline() {
+                        return Err(e);
+                    }
+                    let wait = Duration::from_millis(500 * 2u64.pow(failures.min(6))).min(Duration::from_secs(30));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.draining(), if !shutdown.is_draining() => {}
+                    }
+                }
+            }
         }
-        metrics::counter!("auditkeeper_sink_dead_lettered_total", "sink" => name.clone())
-            .increment(refused.len() as u64);
-        let items: Vec<(OutRecord, String)> = refused.into_iter().map(|(i, r)| (batch.records[i].clone(), r)).collect();
-        self.pipeline.blocking(move |s| s.add_dead_letters(&name, &items)).await?;
-        Ok(())
     }
 
-    async fn deliver(&mut self, batch: &Batch, shutdown: &Shutdown) -> Option<Vec<(usize, String)>> {
+    pub(super) async fn deliver(&mut self, batch: &Batch, shutdown: &Shutdown) -> Option<Vec<(usize, String)>> {
         let report = StoreReport { pipeline: self.pipeline.clone(), sink: self.sink.common.name.clone() };
         let mut delivery = Delivery {
             name: &self.sink.common.name,
@@ -258,62 +268,38 @@ impl Forwarder {
         };
         delivery.deliver(batch).await
     }
-
-    /// Redelivers dead letters an operator marked for retry. Returns false on shutdown.
-    async fn retry_dead_letters(&mut self, shutdown: &Shutdown) -> Result<bool, PipelineError> {
-        let name = self.sink.name().to_string();
-        let limit = self.sink.common.batch_records;
-        let n = name.clone();
-        let rows: Vec<DeadLetter> = self.pipeline.blocking(move |s| s.dead_letters_to_retry(&n, limit)).await?;
-        if rows.is_empty() {
-            return Ok(true);
-        }
-        let batch = dead_letter_batch(&rows);
-        let Some(refused) = self.deliver(&batch, shutdown).await else {
-            return Ok(false);
-        };
-        let refused_idx: std::collections::HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();
-        let delivered: Vec<i64> =
-            rows.iter().enumerate().filter(|(i, _)| !refused_idx.contains(i)).map(|(_, r)| r.id).collect();
-        let again: Vec<(i64, String)> = refused.into_iter().map(|(i, reason)| (rows[i].id, reason)).collect();
-        tracing::info!(sink = %name, delivered = delivered.len(), refused_again = again.len(), "retried dead letters");
-        self.pipeline
-            .blocking(move |s| {
-                s.dead_letter_delivered(&delivered)?;
-                for (id, reason) in &again {
-                    s.dead_letter_refused(*id, reason)?;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(true)
-    }
 }
 
-/// Dead letters back into records: each row's id and JSON share one buffer, as in the spool.
-fn dead_letter_batch(rows: &[DeadLetter]) -> Batch {
-    let mut batch = Batch::default();
-    for d in rows {
-        let mut data = Vec::with_capacity(d.record_id.len() + d.raw.len());
-        data.extend_from_slice(d.record_id.as_bytes());
-        data.extend_from_slice(&d.raw);
-        let meta = Arc::new(RowMeta {
-            tenant: d.tenant.clone(),
-            source: d.source.clone(),
-            name: d.stream.clone(),
-            collected_at_ms: d.collected_at,
-        });
-        batch.bytes += d.raw.len() as u64;
-        batch.records.push(OutRecord {
-            meta,
-            id: 0..d.record_id.len(),
-            raw: d.record_id.len()..data.len(),
-            data: Arc::new(data),
-            event_time_ms: d.event_time_ms,
-        });
+/// A spool row's records, as ranges into its data.
+fn decode(row: &SpoolRow) -> Result<VecDeque<(usize, OutRecord)>, codec::CodecError> {
+    if let Some(e) = &row.corrupt {
+        return Err(e.clone());
     }
-    batch
+    let framed = codec::decode(&row.data)?;
+    let meta = Arc::new(RowMeta {
+        tenant: row.tenant.clone(),
+        source: row.source.clone(),
+        name: row.name.clone(),
+        collected_at_ms: row.collected_at,
+    });
+    Ok(framed
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let rec = OutRecord {
+                meta: meta.clone(),
+                data: row.data.clone(),
+                id: f.id,
+                raw: f.raw,
+                event_time_ms: f.event_time_ms,
+            };
+            (i, rec)
+        })
+        .collect())
 }
+
+#[path = "forwarder_dead_letters.rs"]
+mod dead_letters;
 
 #[cfg(test)]
 #[path = "forwarder_tests.rs"]

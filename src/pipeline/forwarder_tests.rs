@@ -19,7 +19,7 @@ struct Recording {
 impl Sink for Recording {
     async fn send(&mut self, batch: &Batch, _: &mut Accepted) -> Result<(), SinkError> {
         if let Some(r) = &self.refuse
-            && batch.records.iter().any(|x| x.id() == r)
+            && batch.records.iter().any(|x| x.id() == r || r == "*")
         {
             return Err(SinkError::Rejected("HTTP 400 bad record".into()));
         }
@@ -34,6 +34,8 @@ fn settings() -> crate::pipeline::config::SpoolSettings {
         max_age: Duration::from_secs(86_400),
         seen_ttl: Duration::from_secs(8 * 86_400),
         prune_interval: Duration::from_secs(60),
+        min_free_bytes: 1 << 20,
+        max_dead_letter_bytes: 1 << 30,
     }
 }
 
@@ -63,6 +65,16 @@ async fn run(
     refuse: Option<String>,
     fill: impl AsyncFnOnce(&Arc<Pipeline>),
 ) -> (Vec<String>, Arc<Store>, tempfile::TempDir) {
+    run_with(streams, refuse, fill, async |_| {}).await
+}
+
+/// `during` runs while the forwarder works, before waiting for the backlog to drain.
+async fn run_with(
+    streams: SinkFilter,
+    refuse: Option<String>,
+    fill: impl AsyncFnOnce(&Arc<Pipeline>),
+    during: impl AsyncFnOnce(&Arc<Pipeline>),
+) -> (Vec<String>, Arc<Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
     store.ensure_sinks(&["s".to_string()]).unwrap();
@@ -81,6 +93,7 @@ async fn run(
     };
     let shutdown = Shutdown::new();
     let task = tokio::spawn(Forwarder::new(pipeline.clone(), sink).run(shutdown.clone()));
+    during(&pipeline).await;
     let start = std::time::Instant::now();
     while store.backlogs().unwrap()[0].records > 0 {
         assert!(start.elapsed() < Duration::from_secs(20), "backlog never drained: {:?}", store.backlogs());
@@ -136,4 +149,63 @@ async fn a_refused_record_goes_to_the_dead_letter_table_before_the_offset_moves(
     assert!(dead.is_empty(), "not queued for retry until an operator asks");
     let counts = store.dead_letter_counts().unwrap();
     assert_eq!((counts.len(), counts[0].records), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_spool_row_is_set_aside_whole_and_delivery_goes_on() {
+    let (a, b, c) = (ids("a", 5), ids("b", 5), ids("c", 5));
+    let (got, store, d) = run(SinkFilter::default(), None, async |p| {
+        let h = stream(p, "Audit.Exchange").await;
+        page(&h, &a).await;
+        page(&h, &b).await;
+        page(&h, &c).await;
+        // The middle row's bytes rot on disk.
+        let db = rusqlite::Connection::open(p.store.path()).unwrap();
+        db.execute("UPDATE spool SET data = x'ffffff0f00c0ffee' WHERE seq = (SELECT min(seq) + 1 FROM spool)", [])
+            .unwrap();
+    })
+    .await;
+    assert_eq!(got, [a, c].concat(), "the rows around it are delivered, in order");
+    assert_eq!(store.backlogs().unwrap()[0].records, 0);
+    let rows = Store::open_read_only(d.path()).unwrap().dead_letters(&Default::default(), 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].record_id.starts_with("spool-row-"), "{:?}", rows[0]);
+    assert!(rows[0].reason.contains("corrupt spool row of 5 record(s)"), "{}", rows[0].reason);
+    assert_eq!(rows[0].raw, vec![0xff, 0xff, 0xff, 0x0f, 0x00, 0xc0, 0xff, 0xee], "kept as it was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_dead_letter_cap_the_sink_waits_and_a_batch_refused_whole_is_called_out() {
+    let a = ids("a", 10);
+    let (got, store, _d) = run_with(
+        SinkFilter::default(),
+        Some("*".into()),
+        async |p| {
+            page(&stream(p, "Audit.Exchange").await, &a).await;
+            // As maintenance would measure a full table.
+            p.dead_letter_bytes.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        },
+        async |p| {
+            let start = std::time::Instant::now();
+            while !p.store.backlogs().unwrap()[0]
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("dead-letter table is full")
+            {
+                assert!(start.elapsed() < Duration::from_secs(20), "the sink never said it waits");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(p.store.backlogs().unwrap()[0].records, 10, "nothing moved while it waits");
+            assert!(p.store.dead_letter_counts().unwrap().is_empty());
+            // An operator purges: room again.
+            p.dead_letter_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+        },
+    )
+    .await;
+    assert!(got.is_empty());
+    let counts = store.dead_letter_counts().unwrap();
+    assert_eq!(counts[0].records, 10, "every record set aside once there was room");
+    let b = &store.backlogs().unwrap()[0];
+    assert!(b.last_error.as_deref().unwrap_or("").contains("refused every record of a batch"), "{b:?}");
 }

@@ -28,6 +28,12 @@ pub struct Pipeline {
     pub spool: SpoolSettings,
     /// Bumped after every ingest that spooled records; forwarders wait on it.
     spooled: watch::Sender<u64>,
+    /// A write failed for lack of space and none has succeeded since (see `maintenance`).
+    disk_full: std::sync::atomic::AtomicBool,
+    /// The pause reason last written to the store, so `status` shows it once the disk allows.
+    pause_flag: std::sync::Mutex<Option<String>>,
+    /// Bytes in the dead-letter table at the last measurement.
+    pub dead_letter_bytes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,7 +57,15 @@ impl StreamKey {
 
 impl Pipeline {
     pub fn new(store: Arc<Store>, spool: SpoolSettings) -> Arc<Pipeline> {
-        Arc::new(Pipeline { store, gate: SpoolGate::default(), spool, spooled: watch::Sender::new(0) })
+        Arc::new(Pipeline {
+            store,
+            gate: SpoolGate::default(),
+            spool,
+            spooled: watch::Sender::new(0),
+            disk_full: Default::default(),
+            pause_flag: Default::default(),
+            dead_letter_bytes: Default::default(),
+        })
     }
 
     pub fn subscribe_spooled(&self) -> watch::Receiver<u64> {
@@ -88,19 +102,66 @@ impl Pipeline {
     }
 
     pub fn pause(&self, reason: String) {
-        if self.gate.close(reason.clone()) {
-            tracing::error!(reason = %reason, "POLLING PAUSED: spool limit reached; no record is dropped, but Microsoft's retention clock keeps running");
+        let was = self.gate.reason();
+        if self.gate.close(reason.clone()) || was.as_deref() != Some(reason.as_str()) {
+            if was.is_none() {
+                tracing::error!(reason = %reason, "POLLING PAUSED: no record is dropped, but Microsoft's retention clock keeps running");
+            }
             metrics::gauge!("auditkeeper_polling_paused").set(1.0);
-            let _ = self.store.set_flag("polling_paused", Some(&reason));
+            self.persist_pause_flag();
         }
     }
 
     pub fn resume(&self) {
         if self.gate.open() {
-            tracing::warn!("polling resumed: spool is back under its limits");
+            tracing::warn!("polling resumed: the state is back under its limits");
             metrics::gauge!("auditkeeper_polling_paused").set(0.0);
-            let _ = self.store.set_flag("polling_paused", None);
+            self.persist_pause_flag();
         }
+    }
+
+    /// Writes the gate's reason for `status`, if it changed; retried each maintenance tick, since
+    /// on a full disk the write itself can fail.
+    pub fn persist_pause_flag(&self) {
+        let now = self.gate.reason();
+        let mut written = self.pause_flag.lock().unwrap_or_else(|p| p.into_inner());
+        if *written != now && self.store.set_flag("polling_paused", now.as_deref()).is_ok() {
+            *written = now;
+        }
+    }
+
+    /// Sets or clears a daemon-wide flag shown by `status`; true when it changed.
+    pub fn note_flag(&self, key: &'static str, value: Option<String>) -> bool {
+        let current = self.store.flag(key).ok().flatten();
+        if current == value {
+            return false;
+        }
+        self.store.set_flag(key, value.as_deref()).is_ok()
+    }
+
+    /// Remembers a full disk when a store error says so: polling pauses until a write succeeds.
+    pub fn note_store_error(&self, e: &PipelineError) {
+        if matches!(e, PipelineError::Store(s) if s.is_disk_full()) {
+            let text = e.to_string();
+            if !self.disk_full.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(error = %text, "the disk is full: polling pauses and sinks hold their offsets until a write succeeds");
+            }
+            self.pause(format!("DISK FULL: the store could not write ({text}); polling resumes by itself once it can"));
+        }
+    }
+
+    pub fn is_disk_full(&self) -> bool {
+        self.disk_full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn clear_disk_full(&self) {
+        if self.disk_full.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("the store can write again");
+        }
+    }
+
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.store.path().parent().map(|p| p.to_path_buf()).unwrap_or_default()
     }
 }
 
@@ -131,7 +192,13 @@ impl StreamHandle {
             checkpoint,
         };
         let ttl = self.pipeline.spool.seen_ttl.as_millis() as i64;
-        let out = self.pipeline.blocking(move |s| s.ingest(&page, ttl, records_without_id)).await?;
+        let out = match self.pipeline.blocking(move |s| s.ingest(&page, ttl, records_without_id)).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.pipeline.note_store_error(&e);
+                return Err(e);
+            }
+        };
         if out.new_records > 0 {
             self.pipeline.spooled.send_modify(|v| *v += 1);
             self.pipeline.check_bytes_limit();

@@ -1,16 +1,20 @@
 //! Background upkeep: prune delivered spool rows, expired dedupe keys and settled ledger rows;
-//! checkpoint the WAL; open or close the spool gate. Each step is chunked (see `store::prune`).
+//! checkpoint the WAL; measure the state and the disk, and open or close the spool gate
+//! (`gate::decide`). Each prune step is chunked (see `store::prune`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::gate::{Decision, Reading, decide};
 use super::ingest::Pipeline;
 use super::shutdown::Shutdown;
+use crate::store::{SpoolSize, Usage};
 
 /// Runs until the forwarders start draining (they may still prune what they deliver last; the
 /// next start does that).
 pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
     let mut last_seen_prune = Instant::now();
+    let mut last = (SpoolSize::default(), Usage::default());
     loop {
         tokio::select! {
             _ = shutdown.draining() => return,
@@ -20,7 +24,6 @@ pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
         if seen_due {
             last_seen_prune = Instant::now();
         }
-        let p = pipeline.clone();
         let r = pipeline
             .blocking(move |s| {
                 let rows = s.prune_spool()?;
@@ -32,37 +35,81 @@ pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
                     s.prune_blobs(now - 86_400_000)?;
                 }
                 s.checkpoint_wal()?;
-                let size = s.spool_size()?;
-                Ok((rows, keys, size))
+                Ok((rows, keys))
             })
             .await;
         match r {
-            Ok((rows, keys, size)) => {
-                if rows > 0 || keys > 0 {
-                    tracing::debug!(spool_rows_pruned = rows, seen_keys_pruned = keys, "pruned");
-                }
-                metrics::gauge!("auditkeeper_spool_bytes").set(size.bytes as f64);
-                metrics::gauge!("auditkeeper_spool_records").set(size.records as f64);
-                let age = size
-                    .oldest_collected_at
-                    .map(|t| Duration::from_millis((crate::store::now_ms() - t).max(0) as u64))
-                    .unwrap_or_default();
-                if size.bytes > p.spool.max_bytes {
-                    p.pause(format!(
-                        "spool holds {} bytes, over spool.max_bytes = {}: a sink is not keeping up",
-                        size.bytes, p.spool.max_bytes
-                    ));
-                } else if age > p.spool.max_age {
-                    p.pause(format!(
-                        "oldest undelivered record waited {}, over spool.max_age = {}: a sink is not delivering",
-                        humantime::format_duration(Duration::from_secs(age.as_secs())),
-                        humantime::format_duration(p.spool.max_age)
-                    ));
-                } else if size.bytes < p.spool.max_bytes / 10 * 9 {
-                    p.resume();
-                }
+            Ok((rows, keys)) if rows > 0 || keys > 0 => {
+                tracing::debug!(spool_rows_pruned = rows, seen_keys_pruned = keys, "pruned")
             }
-            Err(e) => tracing::error!(error = %e, "maintenance failed; will retry"),
+            Ok(_) => {}
+            Err(e) => {
+                pipeline.note_store_error(&e);
+                tracing::error!(error = %e, "maintenance failed; will retry");
+            }
         }
+        gate(&pipeline, &mut last).await;
     }
+}
+
+/// Measures the state and opens or closes the gate. `last` keeps the previous measurement for
+/// when the store cannot be read (a full disk fails reads of the writer connection too).
+async fn gate(p: &Arc<Pipeline>, last: &mut (SpoolSize, Usage)) {
+    let was_full = p.is_disk_full();
+    let measured = p
+        .blocking(move |s| {
+            // After a failed write, only a write that succeeds says the disk has room again.
+            if was_full {
+                s.probe_write()?;
+            }
+            Ok((s.spool_size()?, s.usage()?))
+        })
+        .await;
+    match measured {
+        Ok(m) => {
+            *last = m;
+            p.clear_disk_full();
+        }
+        Err(e) => p.note_store_error(&e),
+    }
+    let (size, usage) = last.clone();
+    metrics::gauge!("auditkeeper_spool_bytes").set(size.bytes as f64);
+    metrics::gauge!("auditkeeper_spool_records").set(size.records as f64);
+    metrics::gauge!("auditkeeper_state_bytes").set(usage.db_bytes as f64);
+    metrics::gauge!("auditkeeper_dead_letter_bytes").set(usage.dead_letter_bytes as f64);
+    p.dead_letter_bytes.store(usage.dead_letter_bytes, std::sync::atomic::Ordering::Relaxed);
+    let cap = p.spool.max_dead_letter_bytes;
+    let near = (usage.dead_letter_bytes >= cap / 10 * 8).then(|| {
+        format!(
+            "the dead-letter table holds {} of its {} cap (spool.max_dead_letter_bytes){}; list, retry or purge dead letters",
+            usage.dead_letter_bytes,
+            cap,
+            if usage.dead_letter_bytes >= cap { ": FULL, sinks that refuse records now wait" } else { "" }
+        )
+    });
+    if p.note_flag("dead_letters", near.clone())
+        && let Some(n) = near
+    {
+        tracing::error!("{n}");
+    }
+    let age = size
+        .oldest_collected_at
+        .map(|t| Duration::from_millis((crate::store::now_ms() - t).max(0) as u64))
+        .unwrap_or_default();
+    let reading = Reading {
+        db_bytes: usage.db_bytes,
+        max_bytes: p.spool.max_bytes,
+        oldest_undelivered: age,
+        max_age: p.spool.max_age,
+        // Read from the filesystem each time: it is what changes when an operator frees space.
+        free_bytes: crate::store::free_bytes(&p.state_dir()).unwrap_or(u64::MAX),
+        min_free_bytes: p.spool.min_free_bytes,
+        disk_full: p.is_disk_full(),
+    };
+    match decide(&reading) {
+        Decision::Close(why) => p.pause(why),
+        Decision::Open => p.resume(),
+        Decision::Keep => {}
+    }
+    p.persist_pause_flag();
 }

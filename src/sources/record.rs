@@ -112,4 +112,42 @@ mod tests {
     fn not_an_array_is_an_error() {
         assert!(parse_management_blob(b"{\"error\":1}").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn any_bytes_are_parsed_or_refused_never_a_panic(body in proptest::collection::vec(any::<u8>(), 0..2000)) {
+                let _ = parse_management_blob(&body);
+                let _ = crate::sources::management::protocol::parse_listing(&body);
+                let _ = crate::sources::graph::protocol::parse_page(&body);
+            }
+
+            /// Records in any order, spacing and content: each raw range is exactly the record.
+            #[test]
+            fn raw_ranges_are_the_records_exactly(values in proptest::collection::vec(("[a-z0-9-]{0,36}", "\\PC{0,30}", any::<bool>()), 0..20)) {
+                let items: Vec<String> = values.iter().map(|(id, x, spaced)| {
+                    let id = serde_json::to_string(id).unwrap();
+                    let x = serde_json::to_string(x).unwrap();
+                    if *spaced { format!("{{ \"X\" : {x},\n \"Id\" : {id} }}") } else { format!("{{\"Id\":{id},\"X\":{x}}}") }
+                }).collect();
+                let body = format!("[ {} ]", items.join(" ,\n"));
+                let p = parse_management_blob(body.as_bytes()).unwrap();
+                prop_assert_eq!(p.records.len(), items.len());
+                for (r, item) in p.records.iter().zip(&items) {
+                    prop_assert_eq!(&body.as_bytes()[r.raw.clone()], item.as_bytes());
+                }
+                let page = format!("{{\"value\":{body},\"@odata.nextLink\":\"https://graph.microsoft.com/v1.0/x?$skiptoken=1\"}}");
+                let (ranges, next) = crate::sources::graph::protocol::parse_page(page.as_bytes()).unwrap();
+                prop_assert_eq!(ranges.len(), items.len());
+                for (r, item) in ranges.iter().zip(&items) {
+                    prop_assert_eq!(&page.as_bytes()[r.clone()], item.as_bytes());
+                }
+                prop_assert!(next.is_some());
+            }
+        }
+    }
 }

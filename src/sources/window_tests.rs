@@ -83,3 +83,55 @@ fn a_cursor_in_the_future_or_absurd_durations_plan_nothing_and_never_panic() {
     let p = plan(None, now, Reach { backfill: huge, overlap: huge }, Limits { lag: huge, ..management() });
     assert!(p.windows.is_empty());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const YEAR: i64 = 365 * 86_400;
+
+    proptest! {
+        /// For any cursor and clock: contiguous windows covering exactly
+        /// [max(cursor - overlap, floor), now - lag), never outside retention, and a gap exactly
+        /// when the cursor is older than what the API still serves.
+        #[test]
+        fn windows_never_leave_a_hole_or_leave_retention(
+            now_s in 1_600_000_000i64..1_900_000_000,
+            cursor_back in proptest::option::of(-2 * 86_400i64..2 * YEAR),
+            backfill in 0u64..(200 * 86_400),
+            overlap in 0u64..(10 * 86_400),
+            retention in 3_600u64..(200 * 86_400),
+            margin in 0u64..7_200,
+            max_window in 1u64..(30 * 86_400),
+            lag in 0u64..(2 * 86_400),
+        ) {
+            let now = DateTime::from_timestamp(now_s, 0).unwrap() + chrono::Duration::milliseconds(now_s % 997);
+            let cursor = cursor_back.map(|b| now - chrono::Duration::seconds(b));
+            let limits = Limits {
+                retention: Duration::from_secs(retention),
+                margin: Duration::from_secs(margin),
+                max_window: Duration::from_secs(max_window),
+                lag: Duration::from_secs(lag),
+            };
+            let reach = Reach { backfill: Duration::from_secs(backfill), overlap: Duration::from_secs(overlap) };
+            let p = plan(cursor, now, reach, limits);
+            let floor = now - dur(limits.retention.saturating_sub(limits.margin));
+            let end = now - dur(limits.lag);
+            prop_assert!(p.windows.windows(2).all(|w| w[0].1 == w[1].0));
+            prop_assert!(p.windows.iter().all(|(s, e)| s < e && *e - *s <= dur(limits.max_window)));
+            if let (Some(first), Some(last)) = (p.windows.first(), p.windows.last()) {
+                prop_assert!(first.0 >= floor, "before retention");
+                prop_assert!(last.1 <= end, "after now - lag");
+                let wanted = match cursor { Some(c) => c - dur(reach.overlap), None => now - dur(reach.backfill) };
+                // Whole seconds: the start is the wanted instant (or the floor), rounded to a second.
+                prop_assert!((first.0 - wanted.max(floor)).num_seconds().abs() <= 1);
+                prop_assert!((end - last.1).num_seconds() < 1, "reads up to now - lag");
+            }
+            match cursor {
+                Some(c) if c < floor => prop_assert_eq!(p.gap, Some((c, floor))),
+                _ => prop_assert_eq!(p.gap, None),
+            }
+        }
+    }
+}

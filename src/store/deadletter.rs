@@ -131,6 +131,22 @@ impl Store {
         })
     }
 
+    /// Sets aside a spool row that cannot be read, as stored, for one sink; once per row and sink,
+    /// so a forwarder that restarts before moving past it does not store it twice.
+    pub fn add_corrupt_row(&self, sink: &str, row: &super::SpoolRow, reason: &str) -> Result<()> {
+        let id = format!("spool-row-{}", row.seq);
+        self.with_writer(|c| {
+            c.execute(
+                "INSERT INTO dead_letter(sink, tenant, source, stream, record_id, event_time_ms, collected_at, raw,
+                    reason, created_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9
+                 WHERE NOT EXISTS (SELECT 1 FROM dead_letter WHERE sink = ?1 AND record_id = ?5)",
+                params![sink, row.tenant, row.source, row.name, id, row.collected_at, &row.data[..], reason, now_ms()],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Dead letters an operator asked to retry for `sink`, oldest first.
     pub fn dead_letters_to_retry(&self, sink: &str, limit: usize) -> Result<Vec<DeadLetter>> {
         self.with_writer(|c| {

@@ -14,6 +14,7 @@ mod ingest;
 pub mod lock;
 mod migrations;
 mod prune;
+mod space;
 mod spool;
 mod state;
 mod streams;
@@ -21,6 +22,7 @@ mod streams;
 pub use blobs::{BlobListing, LedgerCounts, PendingBlob};
 pub use deadletter::{DeadLetter, DeadLetterCount, DeadLetterSelector};
 pub use ingest::{Checkpoint, IngestOutcome, IngestPage, PageRecord};
+pub use space::{Usage, free_bytes};
 pub use spool::{SinkBacklog, SpoolRow, SpoolSize};
 pub use state::StreamState;
 pub use streams::{StreamCounters, StreamStatus};
@@ -49,8 +51,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("corrupt spool row {seq}: {reason}")]
-    CorruptSpool { seq: i64, reason: codec::CodecError },
     /// A sink's offset row is gone: another process changed this database under us.
     #[error("sink {sink} has no offset in {path}: another auditkeeper is writing this state directory?")]
     OffsetMissing { sink: String, path: PathBuf },
@@ -70,14 +70,22 @@ pub struct Store {
     checkpointer: Mutex<Connection>,
     /// Bytes held in the spool, kept in memory so the ingest path checks the limit without a query.
     spool_bytes: AtomicU64,
+    /// Tests only: every write fails as on a full disk.
+    disk_full_injected: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
     /// Opens (creating if needed) the database in `state_dir` and applies pending migrations.
     pub fn open(state_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
+        let dir_err = |source| StoreError::StateDir { path: state_dir.to_path_buf(), source };
+        crate::common::dirs::create_private(state_dir).map_err(dir_err)?;
         let path = state_dir.join(DB_FILE);
+        // The tenant's whole audit trail lives here: readable by the daemon's user only, whatever
+        // the umask. SQLite gives its -wal and -shm files the database file's mode.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(dir_err)?;
+        }
         let conn = Connection::open(&path).map_err(|e| sqlerr(&path, e))?;
         configure(&conn, &path, true)?;
         migrations::apply(&conn, &path)?;
@@ -87,6 +95,7 @@ impl Store {
             writer: Mutex::new(conn),
             checkpointer: Mutex::new(checkpointer),
             spool_bytes: AtomicU64::new(0),
+            disk_full_injected: Default::default(),
             path,
         };
         let size = store.spool_size()?;
@@ -116,6 +125,13 @@ impl Store {
     }
 
     fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        if self.disk_full_injected.load(Ordering::Relaxed) {
+            let full = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL);
+            return Err(sqlerr(
+                &self.path,
+                rusqlite::Error::SqliteFailure(full, Some("database or disk is full".into())),
+            ));
+        }
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|e| sqlerr(&self.path, e))
     }

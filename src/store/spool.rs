@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Result, Store, StoreError, codec, now_ms, sqlerr};
+use super::{Result, Store, codec, now_ms, sqlerr};
 
 #[derive(Debug, Clone)]
 pub struct SpoolRow {
@@ -18,7 +18,10 @@ pub struct SpoolRow {
     pub name: String,
     pub collected_at: i64,
     pub count: i64,
+    /// The framed records; for a row that cannot be decompressed, the bytes as stored.
     pub data: Arc<Vec<u8>>,
+    /// Why the row cannot be read, if it cannot.
+    pub corrupt: Option<codec::CodecError>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +66,7 @@ impl SpoolReader {
                         collected_at: r.get(4)?,
                         count: r.get(5)?,
                         data: Arc::new(Vec::new()),
+                        corrupt: None,
                     },
                     r.get::<_, Vec<u8>>(6)?,
                 ))
@@ -70,14 +74,18 @@ impl SpoolReader {
             rows.collect()
         })();
         let rows = r.map_err(|e| sqlerr(&self.path, e))?;
-        rows.into_iter()
+        // A row that cannot be read is returned as it is stored, marked, so its sink can set it
+        // aside and go on instead of stopping on it for ever.
+        Ok(rows
+            .into_iter()
             .map(|(mut row, stored)| {
-                row.data = Arc::new(
-                    codec::decompress(&stored).map_err(|reason| StoreError::CorruptSpool { seq: row.seq, reason })?,
-                );
-                Ok(row)
+                match codec::decompress(&stored) {
+                    Ok(d) => row.data = Arc::new(d),
+                    Err(e) => (row.data, row.corrupt) = (Arc::new(stored), Some(e)),
+                }
+                row
             })
-            .collect()
+            .collect())
     }
 }
 

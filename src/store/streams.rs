@@ -117,6 +117,10 @@ impl Store {
         self.with_writer(|c| all(c))
     }
 
+    pub fn flag(&self, key: &str) -> Result<Option<String>> {
+        self.with_writer(|c| get_flag(c, key))
+    }
+
     pub fn set_flag(&self, key: &str, value: Option<&str>) -> Result<()> {
         self.with_writer(|c| {
             match value {

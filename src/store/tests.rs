@@ -147,3 +147,19 @@ fn an_offset_commit_that_moves_no_row_is_an_error_and_removed_sinks_keep_their_o
     assert_eq!(s.backlogs().unwrap().len(), 1);
     assert!(matches!(s.forget_sink("b"), Err(super::StoreError::UnknownSink(..))));
 }
+
+#[test]
+fn the_database_and_its_directory_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("state");
+    // SAFETY: umask only affects this process's later file creations.
+    let old = unsafe { libc::umask(0o002) };
+    let s = Store::open(&dir).unwrap();
+    s.register_stream("s", "t", "management", "x").unwrap();
+    unsafe { libc::umask(old) };
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(super::DB_FILE)), 0o600);
+    assert_eq!(mode(&dir.join(format!("{}-wal", super::DB_FILE))), 0o600);
+}

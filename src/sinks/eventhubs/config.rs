@@ -211,9 +211,7 @@ pub fn validate(
     };
     let custom_endpoint = c.custom_endpoint.as_deref().and_then(|e| endpoint(is, &p("custom_endpoint"), e));
     let timeout = c.timeout.unwrap_or(Duration::from_secs(30));
-    if timeout < Duration::from_secs(1) {
-        is.add(p("timeout"), "must be at least 1s");
-    }
+    is.within(p("timeout"), timeout, Duration::from_secs(1), Duration::from_secs(3600));
     Some(EventHubsSinkSettings {
         namespace: c.namespace.clone(),
         event_hub: c.event_hub.clone(),

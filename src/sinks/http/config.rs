@@ -348,12 +348,18 @@ pub fn validate(is: &mut Issues, prefix: &str, c: &HttpSinkConfig, tenants: &[St
             "plain http:// would send this sink's credential in clear text; use https:// (http is allowed only to a loopback address)",
         );
     }
+    let timeout = c.timeout.unwrap_or(Duration::from_secs(30));
+    is.within(p("timeout"), timeout, Duration::from_secs(1), Duration::from_secs(3600));
+    if let Preset::Splunk { ack: Some(a), .. } = &preset {
+        is.within(p("ack_timeout"), a.timeout, Duration::from_secs(1), Duration::from_secs(3600));
+        is.within(p("ack_poll_interval"), a.poll_interval, Duration::from_millis(100), Duration::from_secs(60));
+    }
     Some(HttpSinkSettings {
         preset,
         url: url?,
         gzip,
         headers: c.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        timeout: c.timeout.unwrap_or(Duration::from_secs(30)),
+        timeout,
         tls,
         insecure: c.tls_insecure_skip_verify,
         max_body_bytes,
@@ -400,5 +406,24 @@ impl HttpSinkSettings {
             }
         }
         self.tls.check(is, prefix);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_url_that_is_the_credential() {
+        let raw: HttpSinkConfig = serde_json::from_value(serde_json::json!({
+            "preset": "sumologic",
+            "url": "https://collectors.sumologic.com/receiver/v1/http/ZaVnC4dhaV3uTKlvYqgZ8secretCollectorCode"
+        }))
+        .unwrap();
+        let mut is = Issues::new();
+        let s = validate(&mut is, "sinks[0]", &raw, &[]).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("ZaVnC4dhaV3uTKlvYqgZ8secretCollectorCode"), "{shown}");
+        assert!(shown.contains("collectors.sumologic.com"), "{shown}");
     }
 }

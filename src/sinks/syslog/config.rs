@@ -168,6 +168,8 @@ pub fn validate(is: &mut Issues, prefix: &str, c: &SyslogSinkConfig) -> Option<S
     if transport != Transport::Tls && tls.is_set() {
         is.add(p("transport"), "ca_file and client certificates need transport = \"tls\"");
     }
+    let timeout = c.timeout.unwrap_or(Duration::from_secs(30));
+    is.within(p("timeout"), timeout, Duration::from_secs(1), Duration::from_secs(3600));
     Some(SyslogSinkSettings {
         server_name: c.server_name.clone().or(host.clone()).unwrap_or_default(),
         address: address?,
@@ -180,7 +182,7 @@ pub fn validate(is: &mut Issues, prefix: &str, c: &SyslogSinkConfig) -> Option<S
         max_message_bytes,
         oversize,
         tls,
-        timeout: c.timeout.unwrap_or(Duration::from_secs(30)),
+        timeout,
     })
 }
 

@@ -19,9 +19,15 @@ pub enum Formatted {
     TooLarge { size: usize },
 }
 
-/// Escapes `"`, `\` and `]` in an SD-PARAM value (RFC 5424 section 6.3.3).
+/// Escapes `"`, `\` and `]` in an SD-PARAM value (RFC 5424 section 6.3.3), and writes a
+/// control character as `\xNN`: a record id holding a line break must not forge a second
+/// message on an LF-framed connection.
 fn sd_value(out: &mut Vec<u8>, v: &str) {
     for b in v.bytes() {
+        if b < 0x20 || b == 0x7f {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+            continue;
+        }
         if matches!(b, b'"' | b'\\' | b']') {
             out.push(b'\\');
         }
@@ -36,7 +42,8 @@ fn msgid(name: &str) -> String {
 }
 
 /// Appends `raw` without whitespace outside strings; JSON escapes newlines inside strings, so
-/// the result is one line whatever the source's pretty-printing.
+/// the result is one line whatever the source's pretty-printing. A raw line break inside a
+/// string (invalid JSON) is escaped too, so no input can make two lines.
 pub fn compact_json(out: &mut Vec<u8>, raw: &[u8]) {
     if !raw.iter().any(|b| matches!(b, b'\n' | b'\r')) {
         out.extend_from_slice(raw.trim_ascii());
@@ -45,7 +52,11 @@ pub fn compact_json(out: &mut Vec<u8>, raw: &[u8]) {
     let (mut in_str, mut esc) = (false, false);
     for &b in raw {
         if in_str {
-            out.push(b);
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                _ => out.push(b),
+            }
             if esc {
                 esc = false;
             } else if b == b'\\' {
@@ -142,3 +153,7 @@ pub fn local_hostname() -> String {
     let h: String = h.trim().chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
     if h.is_empty() { "-".into() } else { h }
 }
+
+#[cfg(test)]
+#[path = "format_tests.rs"]
+mod tests;
