@@ -292,7 +292,8 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
     let rt = runtime();
     rt.block_on(async move {
-        if let Err(e) = crate::telemetry::init_metrics(settings.metrics_listen) {
+        // Counters count from the start, whether or not anyone scrapes them.
+        if let Err(e) = crate::telemetry::server::install_recorder() {
             tracing::error!("{e}");
             return ExitCode::from(1);
         }
@@ -303,6 +304,18 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        if let Some(t) = settings.telemetry {
+            match crate::telemetry::server::serve(t.listen, daemon.health.clone()).await {
+                Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    let _ = daemon.stop().await;
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        // READY=1 now: the config is valid, the store open, sources and forwarders started.
+        tokio::spawn(crate::health::notify_systemd(daemon.health.clone(), daemon.shutdown.stop_token().clone()));
         spawn_signal_handler(daemon.shutdown.clone());
         tracing::info!(state_dir = %settings.state_dir.display(), "auditkeeper running");
         match daemon.wait().await {

@@ -12,6 +12,7 @@ use tokio::task::{JoinError, JoinSet};
 
 use crate::auth::{AuthError, TenantAuth};
 use crate::config::Settings;
+use crate::health::{DaemonHealth, Expected};
 use crate::pipeline::shutdown::Shutdown;
 use crate::pipeline::{Pipeline, StreamKey, forwarder::Forwarder, maintenance};
 use crate::sinks;
@@ -104,6 +105,7 @@ fn describe(e: JoinError) -> String {
 
 /// A started collector. Call `shutdown.stop()` (or `stop`) to end it.
 pub struct Daemon {
+    pub health: Arc<DaemonHealth>,
     pub shutdown: Shutdown,
     pub pipeline: Arc<Pipeline>,
     sources: Tasks,
@@ -144,6 +146,7 @@ impl Daemon {
         }
 
         let mut sources = Tasks::default();
+        let mut expected = Vec::new();
         for t in &settings.tenants {
             let auth = ctx.auth[&t.name].clone();
             if let Some(m) = &t.management {
@@ -160,7 +163,9 @@ impl Daemon {
                 ));
                 let pacing = Pacing::new(m.poll_interval, RECHECK_UNAVAILABLE);
                 for ct in &m.content_types {
-                    let handle = pipeline.stream(StreamKey::new(&t.name, "management", ct)).await?;
+                    let key = StreamKey::new(&t.name, "management", ct);
+                    let handle = pipeline.stream(key, crate::sources::management::protocol::RETENTION).await?;
+                    expected.push(Expected { stream: handle.key.id.clone(), poll_interval: m.poll_interval });
                     let s = ManagementStream::new(client.clone(), handle.clone(), ct.clone(), m.clone());
                     let name = format!("stream {}", handle.key.id);
                     sources.spawn(name, driver::run(s, handle, pacing, shutdown.stop_token().clone()));
@@ -180,7 +185,9 @@ impl Daemon {
                         Some(sub) => format!("{}-{sub}", spec.name),
                         None => spec.name.to_string(),
                     };
-                    let handle = pipeline.stream(StreamKey::new(&t.name, "graph", &name)).await?;
+                    let handle =
+                        pipeline.stream(StreamKey::new(&t.name, "graph", &name), spec.guaranteed_retention()).await?;
+                    expected.push(Expected { stream: handle.key.id.clone(), poll_interval: st.poll_interval });
                     let s = GraphStream {
                         client: client.clone(),
                         handle: handle.clone(),
@@ -196,9 +203,18 @@ impl Daemon {
             }
         }
         tracing::info!(streams = sources.set.len(), sinks = settings.sinks.len(), "collector started");
+        let t = settings.telemetry;
+        let health = Arc::new(DaemonHealth {
+            pipeline: pipeline.clone(),
+            streams: expected,
+            sinks: names.clone(),
+            stale_after_polls: t.map_or(3, |t| t.stale_after_polls),
+            sink_stale_after: t.map_or(std::time::Duration::from_secs(600), |t| t.sink_stale_after),
+        });
         let mut maintenance = Tasks::default();
         maintenance.spawn("maintenance".into(), maintenance::run(pipeline.clone(), shutdown.clone()));
         Ok(Daemon {
+            health,
             shutdown,
             pipeline,
             sources,

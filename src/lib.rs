@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "simulator")]
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod pipeline;
 #[cfg(feature = "simulator")]

@@ -65,19 +65,22 @@ async fn metrics_equal_what_was_ingested_deduplicated_and_delivered() {
     let m = parse(&body);
     let n = truth.ids.len() as f64;
     assert_eq!(got.len(), truth.ids.len());
-    assert_eq!(sum(&m, "auditkeeper_records_ingested_total"), n, "{body}");
+    assert_eq!(sum(&m, "auditkeeper_records_spooled_total"), n, "{body}");
     assert_eq!(sum(&m, "auditkeeper_sink_sent_records_total"), n, "{body}");
     let store = auditkeeper::store::Store::open_read_only(&h.state_dir()).unwrap();
     let streams = store.streams().unwrap();
     for s in &streams {
-        let key = ("auditkeeper_records_ingested_total".to_string(), format!("stream=\"{}\"", s.stream));
+        let key = (
+            "auditkeeper_records_spooled_total".to_string(),
+            format!("tenant=\"{}\",stream=\"{}/{}\"", s.tenant, s.source, s.name),
+        );
         assert_eq!(m.get(&key).copied().unwrap_or(0.0), s.counters.records_total as f64, "{}", s.stream);
     }
     let duplicates: i64 = streams.iter().map(|s| s.counters.duplicates_total).sum();
     assert!(duplicates > 0, "the scenario re-delivered records");
     assert_eq!(sum(&m, "auditkeeper_records_duplicate_total"), duplicates as f64, "{body}");
     assert_eq!(m.get(&("auditkeeper_polling_paused".into(), String::new())).copied().unwrap_or(0.0), 0.0);
-    assert_eq!(sum(&m, "auditkeeper_sink_errors_total"), 0.0, "{body}");
+    assert_eq!(sum(&m, "auditkeeper_sink_send_failures_total"), 0.0, "{body}");
     let sent_bytes = sum(&m, "auditkeeper_sink_sent_bytes_total");
     let raw: usize = common::raw_by_id(&h).values().map(|l| l.len()).sum();
     assert_eq!(sent_bytes, raw as f64, "bytes sent are the records' bytes");

@@ -27,8 +27,9 @@ pub struct RawConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// Present (even empty): serve /metrics, /healthz and /readyz.
     #[serde(default)]
-    pub telemetry: TelemetryConfig,
+    pub telemetry: Option<TelemetryConfig>,
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
     #[serde(default)]
@@ -55,8 +56,15 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// `host:port` for the Prometheus `/metrics` endpoint; off when absent.
+    /// `host:port` of /metrics, /healthz and /readyz; default 127.0.0.1:9898.
+    pub listen: Option<String>,
+    /// The older name of `listen`.
     pub metrics_listen: Option<String>,
+    /// A stream is not ready when its last success is older than this many poll intervals.
+    pub stale_after_polls: Option<u32>,
+    /// A sink with a backlog is not ready when its last delivery is older than this.
+    #[serde(default, with = "humantime_serde")]
+    pub sink_stale_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

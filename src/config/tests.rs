@@ -121,7 +121,8 @@ const KEYS: &[(&str, &str)] = &[
     ("spool", "max_bytes"),
     ("spool", "prune_interval"),
     ("http", "max_gzip_ratio"),
-    ("telemetry", "metrics_listen"),
+    ("telemetry", "listen"),
+    ("telemetry", "stale_after_polls"),
 ];
 
 proptest! {

@@ -19,7 +19,7 @@ pub struct Settings {
     pub log: LogConfig,
     pub http: HttpSettings,
     pub spool: SpoolSettings,
-    pub metrics_listen: Option<SocketAddr>,
+    pub telemetry: Option<TelemetrySettings>,
     pub shutdown_timeout: Duration,
     pub tenants: Vec<TenantSettings>,
     pub sinks: Vec<SinkSettings>,
@@ -44,13 +44,7 @@ pub fn validate(raw: &RawConfig) -> Result<(Settings, Vec<String>), Vec<ConfigIs
     }
     let spool = crate::pipeline::config::validate(&mut is, &raw.spool);
     let http = crate::http::validate(&mut is, &raw.http);
-    let metrics_listen = raw.telemetry.metrics_listen.as_ref().and_then(|s| match s.parse() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            is.add("telemetry.metrics_listen", format!("{s:?} is not an address like 127.0.0.1:9898"));
-            None
-        }
-    });
+    let telemetry = raw.telemetry.as_ref().and_then(|t| telemetry(&mut is, t));
     let shutdown_timeout = raw.shutdown_timeout.unwrap_or(Duration::from_secs(30));
     if shutdown_timeout > Duration::from_secs(3600) {
         is.add("shutdown_timeout", "must be at most 1h");
@@ -75,8 +69,47 @@ pub fn validate(raw: &RawConfig) -> Result<(Settings, Vec<String>), Vec<ConfigIs
         return Err(is.errors);
     }
     let settings =
-        Settings { state_dir, log: raw.log.clone(), http, spool, metrics_listen, shutdown_timeout, tenants, sinks };
+        Settings { state_dir, log: raw.log.clone(), http, spool, telemetry, shutdown_timeout, tenants, sinks };
     Ok((settings, is.warnings))
+}
+
+/// Where the telemetry endpoints listen and what readiness tolerates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    pub listen: SocketAddr,
+    pub stale_after_polls: u32,
+    pub sink_stale_after: Duration,
+}
+
+fn telemetry(is: &mut Issues, t: &TelemetryConfig) -> Option<TelemetrySettings> {
+    let (key, text) = match (&t.listen, &t.metrics_listen) {
+        (Some(_), Some(_)) => {
+            is.add("telemetry.metrics_listen", "set listen only (metrics_listen is its older name)");
+            return None;
+        }
+        (None, Some(m)) => ("telemetry.metrics_listen", m.as_str()),
+        (Some(l), None) => ("telemetry.listen", l.as_str()),
+        (None, None) => ("telemetry.listen", "127.0.0.1:9898"),
+    };
+    let listen: Option<SocketAddr> = text.parse().ok();
+    if listen.is_none() {
+        is.add(key, format!("{text:?} is not an address like 127.0.0.1:9898"));
+    }
+    if let Some(a) = listen
+        && !a.ip().is_loopback()
+    {
+        is.warn(
+            key,
+            format!("{a} is reachable beyond this host: metrics and readiness texts name tenants and streams"),
+        );
+    }
+    let stale_after_polls = t.stale_after_polls.unwrap_or(3);
+    if !(1..=1000).contains(&stale_after_polls) {
+        is.add("telemetry.stale_after_polls", "must be between 1 and 1000");
+    }
+    let sink_stale_after = t.sink_stale_after.unwrap_or(Duration::from_secs(600));
+    is.within("telemetry.sink_stale_after", sink_stale_after, Duration::from_secs(1), Duration::from_secs(7 * 86_400));
+    Some(TelemetrySettings { listen: listen?, stale_after_polls, sink_stale_after })
 }
 
 fn default_state_dir() -> PathBuf {

@@ -17,6 +17,7 @@ use backon::BackoffBuilder;
 use super::shutdown::Shutdown;
 use crate::common::RetryPolicy;
 use crate::sinks::{Accepted, Batch, Sink, SinkError};
+use crate::telemetry::events;
 
 /// Where delivery reports a failed attempt (the store, for `status`; a list, in tests).
 #[async_trait::async_trait]
@@ -122,7 +123,7 @@ impl Delivery<'_> {
             let err = match result {
                 Ok(()) => {
                     if failures > 0 {
-                        tracing::info!(sink = %self.name, failures, "sink recovered");
+                        events::SinkRecovered { sink: self.name, failures }.emit();
                     }
                     return Decision::Sent;
                 }
@@ -141,13 +142,8 @@ impl Delivery<'_> {
                 return Decision::Sent;
             }
             failures += 1;
-            let label = if matches!(err, SinkError::Throttled { .. }) { "throttled" } else { "error" };
-            metrics::counter!("auditkeeper_sink_errors_total", "sink" => self.name.to_string(), "kind" => label)
-                .increment(1);
-            if failures == 1 || failures.is_power_of_two() {
-                tracing::error!(sink = %self.name, error = %err, failures, records = part.len(),
-                    "sink send failed; records stay in the spool and will be retried");
-            }
+            let kind = if matches!(err, SinkError::Throttled { .. }) { "throttled" } else { "error" };
+            events::SinkSendFailed { sink: self.name, kind, error: &err, failures, records: part.len() }.emit();
             self.report.sink_error(&err.to_string()).await;
             if self.shutdown.is_draining() && self.shutdown.past_deadline() {
                 return Decision::Shutdown;

@@ -15,6 +15,7 @@ use super::shutdown::Shutdown;
 use crate::common::RetryPolicy;
 use crate::sinks::{Batch, BuiltSink, OutRecord, RowMeta};
 use crate::store::{SpoolRow, codec};
+use crate::telemetry::events;
 
 /// Rows read from the spool per query; small, so memory stays bounded by the batch limits.
 const ROWS_PER_READ: usize = 8;
@@ -56,8 +57,7 @@ impl Forwarder {
         // A store error (disk full, I/O) must not stop delivery for good: wait, then resume
         // from the committed offset, which is exactly where the undelivered records start.
         while let Err(e) = self.run_inner(&shutdown).await {
-            tracing::error!(sink = %name, error = %e, "forwarder hit a store error; resuming from the committed offset in 5s");
-            metrics::counter!("auditkeeper_sink_errors_total", "sink" => name.clone(), "kind" => "store").increment(1);
+            events::SinkSendFailed { sink: &name, kind: "store", error: &e, failures: 1, records: 0 }.emit();
             if shutdown.is_draining() {
                 break;
             }
@@ -210,10 +210,7 @@ impl Forwarder {
                 // After the commit, which clears the sink's last error: this one must stay visible.
                 self.all_refused(batch.records.len()).await;
             }
-            metrics::counter!("auditkeeper_sink_sent_records_total", "sink" => name.clone())
-                .increment(delivered as u64);
-            metrics::counter!("auditkeeper_sink_sent_bytes_total", "sink" => name.clone())
-                .increment(batch.bytes - refused_bytes);
+            events::SinkSent { sink: &name, records: delivered as u64, bytes: batch.bytes - refused_bytes }.emit();
         }
     }
 
@@ -240,10 +237,8 @@ impl Forwarder {
                 Err(e) => {
                     self.pipeline.note_store_error(&e);
                     failures += 1;
-                    if failures == 1 || failures.is_power_of_two() {
-                        tracing::error!(sink = %self.sink.name(), what, error = %e, failures,
-                            "cannot store the delivery's progress; holding this sink (nothing is resent) and writing again");
-                    }
+                    events::SinkSendFailed { sink: self.sink.name(), kind: "store", error: &e, failures, records: 0 }
+                        .emit();
                     if shutdown.is_draining() && shutdown.past_deadline() {
                         return Err(e);
                     }

@@ -7,15 +7,14 @@ use std::time::Duration;
 use super::{Forwarder, PipelineError, Shutdown};
 use crate::sinks::{Batch, OutRecord, RowMeta};
 use crate::store::{DeadLetter, SpoolRow, codec};
+use crate::telemetry::events;
 
 impl Forwarder {
     /// A row that cannot be read goes to the dead-letter table as stored, with the reason, before
     /// the offset moves past it: it is neither lost nor allowed to block the sink for ever.
     pub(super) async fn set_aside(&self, row: &SpoolRow, reason: codec::CodecError) -> Result<(), PipelineError> {
         let name = self.sink.name().to_string();
-        tracing::error!(sink = %name, seq = row.seq, tenant = %row.tenant, stream = %row.name, records = row.count, error = %reason,
-            "a spool row cannot be read; it is set aside in the dead-letter table as stored, and delivery goes on");
-        metrics::counter!("auditkeeper_spool_rows_corrupt_total", "sink" => name.clone()).increment(1);
+        events::SpoolRowCorrupt { sink: &name, seq: row.seq, records: row.count, error: &reason }.emit();
         let (row, why) = (row.clone(), format!("corrupt spool row of {} record(s): {reason}", row.count));
         self.pipeline.blocking(move |s| s.add_corrupt_row(&name, &row, &why)).await
     }
@@ -23,11 +22,9 @@ impl Forwarder {
     /// Every record of a batch refused: a receiver misconfiguration more likely than poison.
     pub(super) async fn all_refused(&self, n: usize) {
         let name = self.sink.name().to_string();
-        let msg = format!(
-            "the receiver refused every record of a batch of {n}: probably its configuration (an index, sourcetype, DCR stream or schema), not the records; they are in the dead-letter table"
-        );
-        tracing::error!(sink = %name, "{msg}");
-        metrics::counter!("auditkeeper_sink_batches_all_refused_total", "sink" => name.clone()).increment(1);
+        let ev = events::BatchRefusedWhole { sink: &name, records: n };
+        ev.emit();
+        let msg = ev.message();
         let _ = self.pipeline.blocking(move |s| s.record_sink_error(&name, &msg)).await;
     }
 
@@ -62,11 +59,9 @@ impl Forwarder {
         }
         for (i, reason) in &refused {
             let r = &batch.records[*i];
-            tracing::error!(sink = %name, tenant = %r.meta.tenant, stream = %r.meta.name, record_id = %r.id(),
-                reason = %reason, "receiver refused a record for good; moved to the dead-letter table");
+            let (tenant, stream, record_id) = (&r.meta.tenant, &r.meta.name, r.id());
+            events::RecordDeadLettered { sink: &name, tenant, stream, record_id, reason }.emit();
         }
-        metrics::counter!("auditkeeper_sink_dead_lettered_total", "sink" => name.clone())
-            .increment(refused.len() as u64);
         let items: Vec<(OutRecord, String)> = refused.into_iter().map(|(i, r)| (batch.records[i].clone(), r)).collect();
         let items = Arc::new(items);
         self.durably(shutdown, "dead letters", move |s| s.add_dead_letters(&name, &items)).await

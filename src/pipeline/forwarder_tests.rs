@@ -40,7 +40,7 @@ fn settings() -> crate::pipeline::config::SpoolSettings {
 }
 
 async fn stream(p: &Arc<Pipeline>, name: &str) -> StreamHandle {
-    p.stream(StreamKey::new("t", "management", name)).await.unwrap()
+    p.stream(StreamKey::new("t", "management", name), Duration::from_secs(7 * 86_400)).await.unwrap()
 }
 
 /// Ingests `ids` as one page of `handle`'s stream.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::SpoolSettings;
 use super::gate::SpoolGate;
 use crate::store::{Checkpoint, IngestOutcome, IngestPage, PageRecord, PendingBlob, Store, StoreError, StreamState};
+use crate::telemetry::events;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -45,6 +46,11 @@ pub struct StreamKey {
 }
 
 impl StreamKey {
+    /// The `tenant` and `stream` labels of this stream's metrics.
+    pub fn labels(&self) -> events::Stream<'_> {
+        events::Stream { tenant: &self.tenant, stream: &self.id[self.tenant.len() + 1..], id: &self.id }
+    }
+
     pub fn new(tenant: &str, source: &str, name: &str) -> StreamKey {
         StreamKey {
             id: format!("{tenant}/{source}/{name}"),
@@ -73,9 +79,19 @@ impl Pipeline {
     }
 
     /// Registers a stream and returns its handle.
-    pub async fn stream(self: &Arc<Self>, key: StreamKey) -> Result<StreamHandle, PipelineError> {
+    /// Registers a stream, with how long Microsoft keeps its data, and returns its handle.
+    pub async fn stream(
+        self: &Arc<Self>,
+        key: StreamKey,
+        retention: std::time::Duration,
+    ) -> Result<StreamHandle, PipelineError> {
         let k = key.clone();
-        self.blocking(move |s| s.register_stream(&k.id, &k.tenant, &k.source, &k.name)).await?;
+        let secs = retention.as_secs() as i64;
+        self.blocking(move |s| {
+            s.register_stream(&k.id, &k.tenant, &k.source, &k.name)?;
+            s.set_stream_retention(&k.id, secs)
+        })
+        .await?;
         Ok(StreamHandle { pipeline: self.clone(), key })
     }
 
@@ -104,18 +120,14 @@ impl Pipeline {
     pub fn pause(&self, reason: String) {
         let was = self.gate.reason();
         if self.gate.close(reason.clone()) || was.as_deref() != Some(reason.as_str()) {
-            if was.is_none() {
-                tracing::error!(reason = %reason, "POLLING PAUSED: no record is dropped, but Microsoft's retention clock keeps running");
-            }
-            metrics::gauge!("auditkeeper_polling_paused").set(1.0);
+            events::PollingPaused { reason: &reason, newly: was.is_none() }.emit();
             self.persist_pause_flag();
         }
     }
 
     pub fn resume(&self) {
         if self.gate.open() {
-            tracing::warn!("polling resumed: the state is back under its limits");
-            metrics::gauge!("auditkeeper_polling_paused").set(0.0);
+            events::PollingResumed.emit();
             self.persist_pause_flag();
         }
     }
@@ -144,7 +156,7 @@ impl Pipeline {
         if matches!(e, PipelineError::Store(s) if s.is_disk_full()) {
             let text = e.to_string();
             if !self.disk_full.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::error!(error = %text, "the disk is full: polling pauses and sinks hold their offsets until a write succeeds");
+                events::DiskSpace { full: true, error: Some(&text) }.emit();
             }
             self.pause(format!("DISK FULL: the store could not write ({text}); polling resumes by itself once it can"));
         }
@@ -156,7 +168,7 @@ impl Pipeline {
 
     pub fn clear_disk_full(&self) {
         if self.disk_full.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            tracing::warn!("the store can write again");
+            events::DiskSpace { full: false, error: None }.emit();
         }
     }
 
@@ -182,6 +194,7 @@ impl StreamHandle {
         checkpoint: Checkpoint,
     ) -> Result<IngestOutcome, PipelineError> {
         let checkpoint = self.bounded(checkpoint);
+        let received = records.len();
         let page = IngestPage {
             stream: self.key.id.clone(),
             tenant: self.key.tenant.clone(),
@@ -203,9 +216,14 @@ impl StreamHandle {
             self.pipeline.spooled.send_modify(|v| *v += 1);
             self.pipeline.check_bytes_limit();
         }
-        let labels = [("stream", self.key.id.clone())];
-        metrics::counter!("auditkeeper_records_ingested_total", &labels).increment(out.new_records as u64);
-        metrics::counter!("auditkeeper_records_duplicate_total", &labels).increment(out.duplicates as u64);
+        events::RecordsIngested {
+            stream: self.key.labels(),
+            received,
+            new: out.new_records,
+            duplicates: out.duplicates,
+            updates: out.updates,
+        }
+        .emit();
         Ok(out)
     }
 
@@ -259,16 +277,15 @@ impl StreamHandle {
         match self.pipeline.blocking(move |s| s.record_gap(&id, a, b)).await {
             Ok(0) => {}
             Ok(added_ms) => {
-                let msg = format!(
-                    "collector was behind for longer than Microsoft keeps data: records between {from} and {to} can no longer be read and may be lost"
-                );
-                tracing::error!(stream = %self.key.id, lost_from = %from, lost_to = %to, "{msg}");
-                let labels = [("stream", self.key.id.clone())];
-                metrics::counter!("auditkeeper_stream_lost_seconds_total", &labels).increment(added_ms as u64 / 1000);
-                if added_ms == b - a {
-                    metrics::counter!("auditkeeper_stream_gaps_total", &labels).increment(1);
-                }
-                self.error(msg).await;
+                let ev = events::RangeLost {
+                    stream: self.key.labels(),
+                    from,
+                    to,
+                    added_secs: added_ms as u64 / 1000,
+                    new_gap: added_ms == b - a,
+                };
+                ev.emit();
+                self.error(ev.message()).await;
             }
             Err(e) => tracing::error!(stream = %self.key.id, error = %e, lost_from = %from, lost_to = %to,
                 "could not record a lost range; it is reported again next cycle"),
@@ -281,7 +298,6 @@ impl StreamHandle {
     }
 
     pub async fn error(&self, message: String) {
-        metrics::counter!("auditkeeper_source_errors_total", "stream" => self.key.id.clone()).increment(1);
         let id = self.key.id.clone();
         let _ = self.pipeline.blocking(move |s| s.record_stream_error(&id, &message)).await;
     }

@@ -9,12 +9,14 @@ use super::gate::{Decision, Reading, decide};
 use super::ingest::Pipeline;
 use super::shutdown::Shutdown;
 use crate::store::{SpoolSize, Usage};
+use crate::telemetry::events;
 
 /// Runs until the forwarders start draining (they may still prune what they deliver last; the
 /// next start does that).
 pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
     let mut last_seen_prune = Instant::now();
     let mut last = (SpoolSize::default(), Usage::default());
+    let mut last_positions = Instant::now() - POSITIONS_EVERY;
     loop {
         tokio::select! {
             _ = shutdown.draining() => return,
@@ -49,6 +51,29 @@ pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
             }
         }
         gate(&pipeline, &mut last).await;
+        if last_positions.elapsed() >= POSITIONS_EVERY {
+            last_positions = Instant::now();
+            positions(&pipeline).await;
+        }
+    }
+}
+
+/// Lag and headroom per stream and backlog per sink change slowly and cost a query per stream.
+const POSITIONS_EVERY: Duration = Duration::from_secs(10);
+
+/// Where each stream and sink stands, as gauges.
+async fn positions(p: &Arc<Pipeline>) {
+    let Ok((streams, sinks)) = p.blocking(|s| Ok((s.stream_status()?, s.backlogs()?))).await else { return };
+    let now = crate::store::now_ms();
+    for s in &streams {
+        let label = format!("{}/{}", s.source, s.name);
+        let stream = events::Stream { tenant: &s.tenant, stream: &label, id: &s.stream };
+        let lag = s.lag_ms(now).map(|ms| Duration::from_millis(ms as u64));
+        events::StreamPosition { stream, lag, headroom_secs: s.headroom_ms(now).map(|ms| ms / 1000) }.emit();
+    }
+    for b in &sinks {
+        let oldest = b.oldest_collected_at.map_or(Duration::ZERO, |t| Duration::from_millis((now - t).max(0) as u64));
+        events::SinkBacklog { sink: &b.sink, records: b.records, oldest }.emit();
     }
 }
 
@@ -73,10 +98,6 @@ async fn gate(p: &Arc<Pipeline>, last: &mut (SpoolSize, Usage)) {
         Err(e) => p.note_store_error(&e),
     }
     let (size, usage) = last.clone();
-    metrics::gauge!("auditkeeper_spool_bytes").set(size.bytes as f64);
-    metrics::gauge!("auditkeeper_spool_records").set(size.records as f64);
-    metrics::gauge!("auditkeeper_state_bytes").set(usage.db_bytes as f64);
-    metrics::gauge!("auditkeeper_dead_letter_bytes").set(usage.dead_letter_bytes as f64);
     p.dead_letter_bytes.store(usage.dead_letter_bytes, std::sync::atomic::Ordering::Relaxed);
     let cap = p.spool.max_dead_letter_bytes;
     let near = (usage.dead_letter_bytes >= cap / 10 * 8).then(|| {
@@ -96,6 +117,14 @@ async fn gate(p: &Arc<Pipeline>, last: &mut (SpoolSize, Usage)) {
         .oldest_collected_at
         .map(|t| Duration::from_millis((crate::store::now_ms() - t).max(0) as u64))
         .unwrap_or_default();
+    events::StateMeasured {
+        spool_bytes: size.bytes,
+        spool_records: size.records,
+        oldest: age,
+        state_bytes: usage.db_bytes,
+        dead_letter_bytes: usage.dead_letter_bytes,
+    }
+    .emit();
     let reading = Reading {
         db_bytes: usage.db_bytes,
         max_bytes: p.spool.max_bytes,

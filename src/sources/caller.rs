@@ -17,9 +17,32 @@ use super::clock::ServerClock;
 use super::error::ApiError;
 use crate::auth::TenantAuth;
 use crate::common::RetryPolicy;
+use crate::telemetry::events;
 
 /// A wait Microsoft asks for that is longer than this is left to the stream's driver.
 pub const INLINE_WAIT: Duration = Duration::from_secs(60);
+
+/// A rate limit shared fairly: callers get their turn in the order they asked.
+///
+/// Several streams share one API budget (six report streams share Graph's 5 requests per 10
+/// s). governor alone wakes whichever waiter polls first, so one stream can starve for minutes
+/// while the others take every turn; a FIFO queue in front of it (tokio's mutex is fair) makes
+/// each wait at most one round.
+pub struct Pacer {
+    limiter: DefaultDirectRateLimiter,
+    queue: tokio::sync::Mutex<()>,
+}
+
+impl Pacer {
+    pub fn new(quota: governor::Quota) -> Pacer {
+        Pacer { limiter: governor::RateLimiter::direct(quota), queue: tokio::sync::Mutex::new(()) }
+    }
+
+    pub async fn wait_turn(&self) {
+        let _turn = self.queue.lock().await;
+        self.limiter.until_ready().await;
+    }
+}
 
 pub struct Reply {
     pub body: Vec<u8>,
@@ -39,7 +62,7 @@ pub struct Caller {
     /// Caps on an ordinary response body (blob downloads pass their own).
     pub limit: BodyLimit,
     pub clock: Arc<ServerClock>,
-    pub limiter: DefaultDirectRateLimiter,
+    pub limiter: Pacer,
     pub retry: RetryPolicy,
     pub classify: Classify,
     /// Label for metrics and logs.
@@ -63,8 +86,7 @@ impl Caller {
             message: format!("Microsoft returned an unusable URL: {e}"),
         })?;
         if let Err(e) = self.origin.admits(&parsed) {
-            metrics::counter!("auditkeeper_source_links_refused_total", "api" => self.api).increment(1);
-            tracing::error!(api = self.api, error = %e, "refused a link outside the configured endpoint; a tampered response or a misbehaving proxy?");
+            events::ApiRefused { tenant: self.auth.tenant(), api: self.api, error: &e, link: true }.emit();
             return Err(e.into());
         }
         let mut refreshed = false;
@@ -81,17 +103,9 @@ impl Caller {
                     (_, d) => d,
                 })
                 .notify(|e, d| {
-                    metrics::counter!("auditkeeper_source_retries_total", "api" => self.api).increment(1);
-                    if matches!(e, ApiError::Throttled { .. }) {
-                        metrics::counter!("auditkeeper_source_throttled_total", "api" => self.api).increment(1);
-                    }
-                    // Throttling is routine and paced for; anything else is worth an operator's eye
-                    // before the retries run out and the stream records the error in status.
-                    if matches!(e, ApiError::Throttled { .. }) {
-                        tracing::debug!(api = self.api, error = %e, retry_in = ?d, "throttled; retrying");
-                    } else {
-                        tracing::warn!(api = self.api, error = %e, retry_in = ?d, "call failed; retrying");
-                    }
+                    let throttled = matches!(e, ApiError::Throttled { .. });
+                    events::ApiRetrying { tenant: self.auth.tenant(), api: self.api, throttled, error: e, wait: d }
+                        .emit();
                 })
                 .await;
             match r {
@@ -112,7 +126,7 @@ impl Caller {
         extra_headers: &[(&str, &str)],
         limit: BodyLimit,
     ) -> Result<Reply, ApiError> {
-        self.limiter.until_ready().await;
+        self.limiter.wait_turn().await;
         let token = self.auth.token(&self.resource).await.map_err(|e| {
             if e.is_rejection() { ApiError::Credential(e.to_string()) } else { ApiError::Transient(e.to_string()) }
         })?;
@@ -129,8 +143,10 @@ impl Caller {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body("{}");
         }
         let resp = req.send().await.map_err(|e| {
+            events::ApiAnswered { tenant: self.auth.tenant(), api: self.api, status: None }.emit();
             ApiError::Transient(format!("request failed: {}", crate::http::error_chain(&e.without_url())))
         })?;
+        events::ApiAnswered { tenant: self.auth.tenant(), api: self.api, status: Some(resp.status().as_u16()) }.emit();
         if let Some(d) = resp.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok()) {
             self.clock.observe(d);
         }
@@ -157,8 +173,7 @@ impl Caller {
         };
         let mut body = CappedBody::new(limit, gzip);
         let refused = |e: BoundaryError| {
-            metrics::counter!("auditkeeper_source_bodies_refused_total", "api" => self.api).increment(1);
-            tracing::error!(api = self.api, error = %e, "refused a response body");
+            events::ApiRefused { tenant: self.auth.tenant(), api: self.api, error: &e, link: false }.emit();
             ApiError::Boundary(e)
         };
         loop {
@@ -185,4 +200,39 @@ impl Caller {
 /// Parses `Retry-After` as seconds (the only form Microsoft sends).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Pacer;
+
+    /// Six callers always asking, one turn per 100 ms: every caller gets its share.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_caller_of_a_shared_budget_gets_its_turn() {
+        let quota =
+            governor::Quota::with_period(Duration::from_millis(50)).unwrap().allow_burst(NonZeroU32::new(1).unwrap());
+        let pacer = Arc::new(Pacer::new(quota));
+        let counts: Arc<Vec<std::sync::atomic::AtomicU32>> = Arc::new((0..6).map(|_| Default::default()).collect());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (p, c, s) = (pacer.clone(), counts.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !s.is_cancelled() {
+                    p.wait_turn().await;
+                    c[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.cancel();
+        let got: Vec<u32> = counts.iter().map(|c| c.load(std::sync::atomic::Ordering::Relaxed)).collect();
+        assert!(got.iter().all(|n| *n >= 3), "every caller had turns: {got:?}");
+        let (lo, hi) = (got.iter().min().unwrap(), got.iter().max().unwrap());
+        assert!(hi - lo <= 2, "turns are shared evenly: {got:?}");
+    }
 }

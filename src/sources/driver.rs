@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::ApiError;
 use crate::pipeline::StreamHandle;
 use crate::store::StreamState;
+use crate::telemetry::events;
 
 /// What one cycle of a source came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,9 +76,6 @@ impl Pacing {
     }
 }
 
-/// Waits announced by Microsoft that are longer than this are logged at warn.
-const LONG_WAIT: Duration = Duration::from_secs(60);
-
 /// The state a cycle's outcome puts the stream in, and the pause before the next cycle.
 pub fn next(outcome: &Outcome, pacing: &Pacing, now_ms: i64) -> (StreamState, Duration) {
     match outcome {
@@ -95,7 +93,6 @@ pub fn next(outcome: &Outcome, pacing: &Pacing, now_ms: i64) -> (StreamState, Du
 
 /// Runs `source` until `shutdown`.
 pub async fn run<S: Source>(mut source: S, handle: StreamHandle, pacing: Pacing, shutdown: CancellationToken) {
-    let id = handle.key.id.clone();
     handle.set_state(StreamState::Starting).await;
     loop {
         if !handle.wait_open(&shutdown).await {
@@ -106,28 +103,15 @@ pub async fn run<S: Source>(mut source: S, handle: StreamHandle, pacing: Pacing,
             _ = shutdown.cancelled() => break,
         };
         let (state, pause) = next(&outcome, &pacing, crate::store::now_ms());
-        match &outcome {
-            Outcome::Done | Outcome::WarmingUp(_) => handle.success().await,
-            Outcome::Unavailable { needs } => {
-                tracing::warn!(stream = %id, %needs, "stream unavailable; other streams continue; checking again later");
-                handle.error(needs.clone()).await;
-            }
-            Outcome::Retry { after, why } => {
-                if after.is_some_and(|a| a > LONG_WAIT) {
-                    tracing::warn!(stream = %id, error = %why, wait = ?pause, "Microsoft asked for a long pause; the stream waits");
-                } else {
-                    tracing::warn!(stream = %id, error = %why, "polling cycle incomplete; will retry");
-                }
-                handle.error(why.clone()).await;
-            }
-            Outcome::Fatal(why) => {
-                tracing::error!(stream = %id, error = %why, retry_in = ?pause,
-                    "stream failed; other streams continue; it is tried again later");
-                handle.error(why.clone()).await;
-            }
+        let why = match &outcome {
+            Outcome::Done | Outcome::WarmingUp(_) => None,
+            Outcome::Unavailable { needs: w } | Outcome::Retry { why: w, .. } | Outcome::Fatal(w) => Some(w.as_str()),
+        };
+        events::CycleEnded { stream: handle.key.labels(), state: &state, why, pause }.emit();
+        match why {
+            None => handle.success().await,
+            Some(w) => handle.error(w.to_string()).await,
         }
-        metrics::gauge!("auditkeeper_stream_unavailable", "stream" => id.clone())
-            .set(if matches!(state, StreamState::Unavailable(_)) { 1.0 } else { 0.0 });
         handle.set_state(state).await;
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}

@@ -108,6 +108,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE streams ADD COLUMN state_until INTEGER;
     ALTER TABLE streams ADD COLUMN blobs_refused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE streams ADD COLUMN retention_secs INTEGER;  -- how long Microsoft keeps its data
+    -- Mailboxes whose MailItemsAccessed auditing Exchange throttled (IsThrottled = True): for
+    -- 24 hours their Bind access is not audited, so every item in them must be assumed read.
+    CREATE TABLE throttled_mailboxes (
+        tenant TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        first_ms INTEGER NOT NULL,        -- the first and last such record's CreationTime
+        last_ms INTEGER NOT NULL,
+        records INTEGER NOT NULL,
+        PRIMARY KEY (tenant, mailbox)
+    ) WITHOUT ROWID;
     CREATE TABLE gaps (
         stream TEXT NOT NULL,
         start_ms INTEGER NOT NULL,        -- the stored cursor when the gap was found

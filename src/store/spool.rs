@@ -40,6 +40,8 @@ pub struct SinkBacklog {
     pub last_success_at: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
+    /// When the oldest record this sink has not confirmed was collected.
+    pub oldest_collected_at: Option<i64>,
 }
 
 /// A forwarder's own read connection to the spool.
@@ -188,7 +190,8 @@ pub(super) fn size(c: &Connection) -> rusqlite::Result<SpoolSize> {
 pub(super) fn backlogs(c: &Connection) -> rusqlite::Result<Vec<SinkBacklog>> {
     let mut stmt = c.prepare(
         "SELECT o.sink, COALESCE((SELECT SUM(count) FROM spool WHERE seq >= o.seq), 0) - o.idx,
-                o.delivered_total, o.last_success_at, o.last_error, o.last_error_at
+                o.delivered_total, o.last_success_at, o.last_error, o.last_error_at,
+                (SELECT collected_at FROM spool WHERE seq >= o.seq ORDER BY seq LIMIT 1)
          FROM sink_offsets o ORDER BY o.sink",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -199,6 +202,7 @@ pub(super) fn backlogs(c: &Connection) -> rusqlite::Result<Vec<SinkBacklog>> {
             last_success_at: r.get(3)?,
             last_error: r.get(4)?,
             last_error_at: r.get(5)?,
+            oldest_collected_at: r.get(6)?,
         })
     })?;
     rows.collect()

@@ -33,6 +33,27 @@ pub struct StreamStatus {
     pub ledger: LedgerCounts,
     /// Ranges `(start_ms, end_ms)` that could no longer be read: records there may be lost.
     pub gaps: Vec<(i64, i64)>,
+    pub retention_secs: Option<i64>,
+    /// The earliest `contentExpiration` of a blob still to fetch (Management API).
+    pub pending_expiration_ms: Option<i64>,
+}
+
+impl StreamStatus {
+    /// How long until the oldest data of this stream not collected yet ages out of Microsoft's
+    /// retention: the earliest expiry of a blob still to fetch, or else the cursor's distance to
+    /// the retention edge. `None` before the first window completed.
+    pub fn headroom_ms(&self, now_ms: i64) -> Option<i64> {
+        if let Some(e) = self.pending_expiration_ms {
+            return Some(e - now_ms);
+        }
+        let cursor = crate::sources::window::parse_cursor(self.cursor.as_deref()?)?.timestamp_millis();
+        Some(cursor + self.retention_secs? * 1000 - now_ms)
+    }
+
+    pub fn lag_ms(&self, now_ms: i64) -> Option<i64> {
+        let cursor = crate::sources::window::parse_cursor(self.cursor.as_deref()?)?.timestamp_millis();
+        Some((now_ms - cursor).max(0))
+    }
 }
 
 impl Store {
@@ -44,6 +65,14 @@ impl Store {
                 params![stream, tenant, source, name],
             )
             .map(|_| ())
+        })
+    }
+
+    /// How long Microsoft keeps this stream's data: what the retention headroom is counted against.
+    pub fn set_stream_retention(&self, stream: &str, retention_secs: i64) -> Result<()> {
+        self.with_writer(|c| {
+            c.execute("UPDATE streams SET retention_secs = ?2 WHERE stream = ?1", params![stream, retention_secs])
+                .map(|_| ())
         })
     }
 
@@ -140,7 +169,8 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
     let mut stmt = c.prepare(
         "SELECT stream, tenant, source, name, cursor, cursor_updated_at, state, state_detail, last_success_at,
                 last_error, last_error_at, subscription_started_at, records_total, duplicates_total,
-                records_without_id, blobs_expired, updates_total, state_until, blobs_refused
+                records_without_id, blobs_expired, updates_total, state_until, blobs_refused, retention_secs,
+                (SELECT MIN(content_expiration_ms) FROM blobs b WHERE b.stream = streams.stream AND b.state = 'listed')
          FROM streams ORDER BY stream",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -166,6 +196,8 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
             },
             ledger: LedgerCounts::default(),
             gaps: Vec::new(),
+            retention_secs: r.get(19)?,
+            pending_expiration_ms: r.get(20)?,
         })
     })?;
     let mut out: Vec<StreamStatus> = rows.collect::<rusqlite::Result<_>>()?;

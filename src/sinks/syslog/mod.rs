@@ -76,7 +76,7 @@ impl Sink for SyslogSink {
             .await
             .map_err(|e| SinkError::Retryable(format!("syslog {}: {e}", self.address)))?;
         if truncated > 0 {
-            metrics::counter!("auditkeeper_syslog_truncated_total", "sink" => self.name.clone()).increment(truncated);
+            crate::telemetry::events::RecordsTruncated { sink: &self.name, records: truncated }.emit();
         }
         Ok(())
     }

@@ -5,14 +5,14 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{Quota, RateLimiter};
+use governor::Quota;
 use reqwest::Method;
 
 use super::protocol;
 use super::spec::{Bucket, Host};
 use crate::auth::TenantAuth;
 use crate::sources::boundary::{BodyLimits, Origin};
-use crate::sources::caller::{Caller, Reply};
+use crate::sources::caller::{Caller, Pacer, Reply};
 use crate::sources::clock::ServerClock;
 use crate::sources::error::ApiError;
 
@@ -51,7 +51,7 @@ impl GraphClient {
             origin: Origin::of(resource).expect("Graph and ARM endpoints were validated as https"),
             limit: limits.response,
             clock: clock.clone(),
-            limiter: RateLimiter::direct(quota),
+            limiter: Pacer::new(quota),
             retry: crate::common::RetryPolicy::SOURCE,
             classify: protocol::classify,
             api,

@@ -210,6 +210,15 @@ pub const SPECS: &[StreamSpec] = &[
     },
 ];
 
+impl StreamSpec {
+    /// The retention the headroom is counted against. Without P1/P2 Entra keeps audit logs 7
+    /// days, so the audit streams that do not need P1/P2 assume the shorter one: a P1/P2 tenant
+    /// only has more headroom than shown, never less.
+    pub fn guaranteed_retention(&self) -> Duration {
+        if !self.needs_premium && self.bucket == Bucket::Reports { 7 * DAY } else { self.retention }
+    }
+}
+
 pub fn find(name: &str) -> Option<&'static StreamSpec> {
     SPECS.iter().find(|s| s.name == name)
 }

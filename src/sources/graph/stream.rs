@@ -165,15 +165,7 @@ impl GraphStream {
                 None => Checkpoint::Cursor(end.to_rfc3339()),
                 Some(_) => Checkpoint::None,
             };
-            let out = self
-                .handle
-                .ingest(reply.body, records, without_id, checkpoint)
-                .await
-                .map_err(|e| retry(e.to_string()))?;
-            if out.updates > 0 {
-                metrics::counter!("auditkeeper_records_updated_total", "stream" => self.handle.key.id.clone())
-                    .increment(out.updates as u64);
-            }
+            self.handle.ingest(reply.body, records, without_id, checkpoint).await.map_err(|e| retry(e.to_string()))?;
             match next {
                 Some(n) => url = n,
                 None => return Ok(()),

@@ -5,13 +5,13 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::{Quota, RateLimiter};
+use governor::Quota;
 use reqwest::{Method, Url};
 
 use super::protocol::{self, ApiError, ContentItem, Subscription};
 use crate::auth::TenantAuth;
 use crate::sources::boundary::{BodyLimit, BodyLimits, Origin};
-use crate::sources::caller::Caller;
+use crate::sources::caller::{Caller, Pacer};
 use crate::sources::clock::ServerClock;
 
 pub struct ManagementClient {
@@ -48,7 +48,7 @@ impl ManagementClient {
                 origin: Origin::of(host).expect("the management endpoint was validated as https"),
                 limit: limits.response,
                 clock: Arc::new(ServerClock::default()),
-                limiter: RateLimiter::direct(Quota::per_minute(rpm).allow_burst(NonZeroU32::new(20).expect("20"))),
+                limiter: Pacer::new(Quota::per_minute(rpm).allow_burst(NonZeroU32::new(20).expect("20"))),
                 retry: crate::common::RetryPolicy::SOURCE,
                 classify: protocol::classify,
                 api: "management",

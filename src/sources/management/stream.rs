@@ -19,6 +19,7 @@ use crate::pipeline::StreamHandle;
 use crate::sources::driver::{Outcome, Source};
 use crate::sources::{record, window};
 use crate::store::{Checkpoint, PendingBlob};
+use crate::telemetry::events;
 
 /// Microsoft may take this long to publish the first content of a new subscription.
 const WARM_UP: Duration = Duration::from_secs(12 * 3600);
@@ -226,10 +227,13 @@ impl ManagementStream {
         Ok(())
     }
 
+    fn written_off(&self, b: &PendingBlob, detail: &str, refused: bool) {
+        let (content_id, created) = (&b.content_id, &b.content_created);
+        events::BlobWrittenOff { stream: self.handle.key.labels(), content_id, created, detail, refused }.emit();
+    }
+
     async fn refused(&self, b: &PendingBlob, detail: String) -> Result<(), ApiError> {
-        tracing::error!(stream = %self.handle.key.id, content_id = %b.content_id, created = %b.content_created, %detail,
-            "content blob refused: over the size or compression cap; counted, and the stream goes on");
-        metrics::counter!("auditkeeper_blobs_refused_total", "stream" => self.handle.key.id.clone()).increment(1);
+        self.written_off(b, &detail, true);
         self.handle
             .ingest(Vec::new(), Vec::new(), 0, Checkpoint::BlobRefused { content_id: b.content_id.clone(), detail })
             .await
@@ -238,9 +242,7 @@ impl ManagementStream {
     }
 
     async fn expired(&self, b: &PendingBlob, detail: String) -> Result<(), ApiError> {
-        tracing::error!(stream = %self.handle.key.id, content_id = %b.content_id, created = %b.content_created, %detail,
-            "content blob expired before it could be fetched; its records are lost at the source and counted");
-        metrics::counter!("auditkeeper_blobs_expired_total", "stream" => self.handle.key.id.clone()).increment(1);
+        self.written_off(b, &detail, false);
         self.handle
             .ingest(Vec::new(), Vec::new(), 0, Checkpoint::BlobExpired { content_id: b.content_id.clone(), detail })
             .await
