@@ -1,4 +1,5 @@
 //! Benchmark harness (not a timed test): prints figures for
+//! 0. the parse rate of content blobs (AK_BENCH_PARSE, default 200000 records);
 //! 1. the ingest rate into the spool (store only, 1.5 KB records, 500 per page);
 //! 2. the end-to-end rate from the simulated tenant to the file sink, with the real daemon binary;
 //! 3. the daemon's peak RSS while a backlog of 1M records builds up and drains.
@@ -41,6 +42,40 @@ fn ingest_rate(n: u64) -> f64 {
         bytes as f64 / secs / 1e6
     );
     n as f64 / secs
+}
+
+/// Parsing content blobs (500 Exchange records each, 60% MailItemsAccessed, as the simulator
+/// renders them): the work done on every record before ingest.
+fn parse_rate(n: u64) -> f64 {
+    let per_blob = 500u64;
+    let blobs: Vec<Vec<u8>> = (0..n / per_blob)
+        .map(|p| {
+            let page = common::exchange_page("t", p, per_blob, 0);
+            let mut body = b"[".to_vec();
+            for (i, r) in page.records.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&page.body[r.raw.clone()]);
+            }
+            body.push(b']');
+            body
+        })
+        .collect();
+    let bytes: usize = blobs.iter().map(Vec::len).sum();
+    let t = Instant::now();
+    let mut records = 0;
+    for b in &blobs {
+        records += auditkeeper::sources::record::parse_management_blob(b).unwrap().records.len();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(records as u64, n / per_blob * per_blob);
+    println!(
+        "parse: {records} records in {secs:.2}s = {:.0} records/s, {:.1} MB/s",
+        records as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
+    records as f64 / secs
 }
 
 fn spawn_daemon(config: &Path) -> Child {
@@ -181,6 +216,10 @@ fn main() {
     // Setting a size to 0 skips that phase (for profiling one of them).
     let (ni, ne, nb) =
         (env_n("AK_BENCH_INGEST", 200_000), env_n("AK_BENCH_RECORDS", 300_000), env_n("AK_BENCH_BACKLOG", 1_000_000));
+    let np = env_n("AK_BENCH_PARSE", 200_000);
+    if np > 0 {
+        parse_rate(np);
+    }
     if ni > 0 {
         ingest_rate(ni);
     }

@@ -34,6 +34,14 @@ enum Cmd {
     Status {
         #[arg(long, short, env = "AUDITKEEPER_CONFIG")]
         config: PathBuf,
+        /// The same report as JSON, for scripts (the shape is documented in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running daemon's /healthz; exit 0 when healthy (for container HEALTHCHECKs).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9898/healthz")]
+        url: String,
     },
     /// Release the spool rows kept for a sink removed from the config (stop the daemon first).
     ForgetSink {
@@ -130,7 +138,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Validate { config } => validate(&config),
-        Cmd::Status { config } => status(&config),
+        Cmd::Status { config, json } => status(&config, json),
+        Cmd::Healthcheck { url } => healthcheck(&url),
         Cmd::Run { config } => run(&config),
         Cmd::DeadLetter { action } => dead_letter(action),
         Cmd::ForgetSink { config, name } => forget_sink(&config, &name),
@@ -260,13 +269,36 @@ fn archive_verify(dir: &std::path::Path) -> ExitCode {
     }
 }
 
-fn status(path: &std::path::Path) -> ExitCode {
+fn healthcheck(url: &str) -> ExitCode {
+    let r = runtime().block_on(async {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+        let resp = client.get(url).send().await?;
+        let ok = resp.status().is_success();
+        Ok::<_, reqwest::Error>((ok, resp.text().await.unwrap_or_default()))
+    });
+    match r {
+        Ok((true, _)) => ExitCode::SUCCESS,
+        Ok((false, body)) => {
+            eprintln!("{}", body.trim());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("{url}: {}", crate::http::error_chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn status(path: &std::path::Path, json: bool) -> ExitCode {
     let s = match settings(path) {
         Ok(s) => s,
         Err(code) => return code,
     };
     let dir = s.state_dir.clone();
-    match crate::status::render_for(&dir, Some(&sink_names(&s))) {
+    let names = sink_names(&s);
+    let report =
+        if json { crate::status::json(&dir, Some(&names)) } else { crate::status::render_for(&dir, Some(&names)) };
+    match report {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

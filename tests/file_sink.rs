@@ -118,7 +118,7 @@ async fn a_fatal_code_stops_only_its_stream() {
     let status = auditkeeper::status::render(&h.state_dir()).unwrap();
     daemon.stop().await.expect("clean shutdown");
     assert_exactly_once(&truth_others, &h.delivered());
-    let line = status.lines().skip_while(|l| !l.contains("Audit.SharePoint")).take(5).collect::<Vec<_>>().join("\n");
+    let line = status.lines().skip_while(|l| !l.contains("Audit.SharePoint  [")).take(5).collect::<Vec<_>>().join("\n");
     assert!(line.contains("[unavailable] AF10001"), "{status}");
     assert!(line.contains("ActivityFeed.Read"), "the message says what to fix: {line}");
 }

@@ -25,5 +25,6 @@ pub fn exchange_page(tenant: &str, p: u64, per_page: u64, event_time_ms: i64) ->
         body,
         records: recs,
         checkpoint: Checkpoint::Cursor(format!("{p}")),
+        throttled: Vec::new(),
     }
 }

@@ -35,6 +35,8 @@ pub struct Pipeline {
     pause_flag: std::sync::Mutex<Option<String>>,
     /// Bytes in the dead-letter table at the last measurement.
     pub dead_letter_bytes: std::sync::atomic::AtomicU64,
+    /// (tenant, mailbox, day) already warned about: one warning per mailbox and day.
+    mailboxes_warned: std::sync::Mutex<std::collections::HashSet<(String, String, chrono::NaiveDate)>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,6 +73,7 @@ impl Pipeline {
             disk_full: Default::default(),
             pause_flag: Default::default(),
             dead_letter_bytes: Default::default(),
+            mailboxes_warned: Default::default(),
         })
     }
 
@@ -142,6 +145,20 @@ impl Pipeline {
         }
     }
 
+    /// Counts throttled-auditing records and warns once per mailbox and UTC day.
+    fn throttled_mailboxes(&self, tenant: &str, mailboxes: &[String]) {
+        if mailboxes.is_empty() {
+            return;
+        }
+        let day = chrono::Utc::now().date_naive();
+        let mut warned = self.mailboxes_warned.lock().unwrap_or_else(|p| p.into_inner());
+        warned.retain(|(_, _, d)| *d == day);
+        for m in mailboxes {
+            let first_today = warned.insert((tenant.to_string(), m.clone(), day));
+            events::MailboxAuditThrottled { tenant, mailbox: m, records: 1, first_today }.emit();
+        }
+    }
+
     /// Sets or clears a daemon-wide flag shown by `status`; true when it changed.
     pub fn note_flag(&self, key: &'static str, value: Option<String>) -> bool {
         let current = self.store.flag(key).ok().flatten();
@@ -193,6 +210,28 @@ impl StreamHandle {
         records_without_id: u64,
         checkpoint: Checkpoint,
     ) -> Result<IngestOutcome, PipelineError> {
+        self.ingest_page(body, records, records_without_id, Vec::new(), checkpoint).await
+    }
+
+    /// A content blob: its records, and which of them say MailItemsAccessed auditing of a
+    /// mailbox was throttled.
+    pub async fn ingest_blob(
+        &self,
+        body: Vec<u8>,
+        parsed: crate::sources::record::ParsedBlob,
+        checkpoint: Checkpoint,
+    ) -> Result<IngestOutcome, PipelineError> {
+        self.ingest_page(body, parsed.records, parsed.without_id, parsed.throttled, checkpoint).await
+    }
+
+    async fn ingest_page(
+        &self,
+        body: Vec<u8>,
+        records: Vec<PageRecord>,
+        records_without_id: u64,
+        throttled: Vec<(usize, String)>,
+        checkpoint: Checkpoint,
+    ) -> Result<IngestOutcome, PipelineError> {
         let checkpoint = self.bounded(checkpoint);
         let received = records.len();
         let page = IngestPage {
@@ -203,6 +242,7 @@ impl StreamHandle {
             body,
             records,
             checkpoint,
+            throttled,
         };
         let ttl = self.pipeline.spool.seen_ttl.as_millis() as i64;
         let out = match self.pipeline.blocking(move |s| s.ingest(&page, ttl, records_without_id)).await {
@@ -216,6 +256,7 @@ impl StreamHandle {
             self.pipeline.spooled.send_modify(|v| *v += 1);
             self.pipeline.check_bytes_limit();
         }
+        self.pipeline.throttled_mailboxes(&self.key.tenant, &out.throttled);
         events::RecordsIngested {
             stream: self.key.labels(),
             received,

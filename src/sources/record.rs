@@ -19,12 +19,42 @@ struct Head<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(rename = "CreationTime", borrow, default)]
     creation_time: Option<Cow<'a, str>>,
+    #[serde(rename = "Operation", borrow, default)]
+    operation: Option<Cow<'a, str>>,
+    #[serde(rename = "MailboxOwnerUPN", borrow, default)]
+    mailbox: Option<Cow<'a, str>>,
+    /// Kept unparsed: only a MailItemsAccessed record's properties are looked into.
+    #[serde(rename = "OperationProperties", borrow, default)]
+    properties: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Property<'a> {
+    #[serde(rename = "Name", borrow, default)]
+    name: Cow<'a, str>,
+    #[serde(rename = "Value", borrow, default)]
+    value: Cow<'a, str>,
 }
 
 /// Parsed records of a Management Activity content blob; `raw` ranges point into `body`.
 pub struct ParsedBlob {
     pub records: Vec<PageRecord>,
     pub without_id: u64,
+    /// Records (by index) saying Exchange throttled MailItemsAccessed auditing of a mailbox.
+    pub throttled: Vec<(usize, String)>,
+}
+
+/// A MailItemsAccessed record with `IsThrottled` = `True` means Exchange stopped auditing Bind
+/// access to that mailbox for 24 hours: every item in it must be assumed read. Returns the
+/// mailbox.
+fn throttled_mailbox(head: &Head<'_>) -> Option<String> {
+    if head.operation.as_deref() != Some("MailItemsAccessed") {
+        return None;
+    }
+    let props: Vec<Property<'_>> = serde_json::from_str(head.properties?.get()).ok()?;
+    let throttled =
+        props.iter().any(|p| p.name.eq_ignore_ascii_case("IsThrottled") && p.value.eq_ignore_ascii_case("true"));
+    throttled.then(|| head.mailbox.as_deref().unwrap_or("(mailbox not named)").to_string())
 }
 
 /// Splits a content blob (a JSON array) into its records, keyed by the record `Id`.
@@ -36,11 +66,21 @@ pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
     let base = body.as_ptr() as usize;
     let mut records = Vec::with_capacity(items.len());
     let mut without_id = 0;
+    let mut throttled = Vec::new();
     for item in items {
         let text = item.get();
         let start = text.as_ptr() as usize - base;
         let raw = start..start + text.len();
-        let head: Head<'_> = serde_json::from_str(text).unwrap_or(Head { id: None, creation_time: None });
+        let head: Head<'_> = serde_json::from_str(text).unwrap_or(Head {
+            id: None,
+            creation_time: None,
+            operation: None,
+            mailbox: None,
+            properties: None,
+        });
+        if let Some(m) = throttled_mailbox(&head) {
+            throttled.push((records.len(), m));
+        }
         let event_time_ms = head
             .creation_time
             .as_deref()
@@ -57,7 +97,7 @@ pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
         };
         records.push(PageRecord { key, id_key: None, id, event_time_ms, raw });
     }
-    Ok(ParsedBlob { records, without_id })
+    Ok(ParsedBlob { records, without_id, throttled })
 }
 
 /// A GUID id is its own 16-byte key; anything else is hashed to 16 bytes.
@@ -106,6 +146,19 @@ mod tests {
         assert_eq!(p.records[0].event_time_ms, 1_790_667_782_000);
         assert_eq!(p.without_id, 1);
         assert_eq!(&body[p.records[2].raw.clone()], br#"{"x":2}"#);
+    }
+
+    #[test]
+    fn a_throttled_mail_items_accessed_record_names_its_mailbox() {
+        let body = br#"[
+            {"Id":"a","Operation":"MailItemsAccessed","MailboxOwnerUPN":"ceo@contoso.com","OperationProperties":[{"Name":"MailAccessType","Value":"Bind"},{"Name":"IsThrottled","Value":"True"}]},
+            {"Id":"b","Operation":"MailItemsAccessed","MailboxOwnerUPN":"cfo@contoso.com","OperationProperties":[{"Name":"IsThrottled","Value":"False"}]},
+            {"Id":"c","Operation":"Send","MailboxOwnerUPN":"x@contoso.com","OperationProperties":[{"Name":"IsThrottled","Value":"True"}]},
+            {"Id":"d","Operation":"MailItemsAccessed","OperationProperties":"not a list"}
+        ]"#;
+        let p = parse_management_blob(body).unwrap();
+        assert_eq!(p.records.len(), 4);
+        assert_eq!(p.throttled, vec![(0, "ceo@contoso.com".to_string())]);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct IngestPage {
     pub body: Vec<u8>,
     pub records: Vec<PageRecord>,
     pub checkpoint: Checkpoint,
+    /// Records (by index) saying Exchange throttled MailItemsAccessed auditing of a mailbox.
+    pub throttled: Vec<(usize, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,8 @@ pub struct IngestOutcome {
     pub newly_listed: usize,
     pub updates: usize,
     pub spooled_bytes: u64,
+    /// Mailboxes of new records that say MailItemsAccessed auditing was throttled.
+    pub throttled: Vec<String>,
 }
 
 impl Store {
@@ -72,11 +76,24 @@ impl Store {
                 let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO seen(key, expires_at) VALUES (?1, ?2)")?;
                 let mut refresh =
                     tx.prepare_cached("UPDATE seen SET expires_at = max(expires_at, ?2) WHERE key = ?1")?;
-                for rec in &page.records {
+                let mut mailbox = tx.prepare_cached(
+                    "INSERT INTO throttled_mailboxes(tenant, mailbox, first_ms, last_ms, records) VALUES (?1, ?2, ?3, ?3, 1)
+                     ON CONFLICT(tenant, mailbox) DO UPDATE SET first_ms = min(first_ms, excluded.first_ms),
+                        last_ms = max(last_ms, excluded.last_ms), records = records + 1",
+                )?;
+                let mut throttled = page.throttled.iter().peekable();
+                for (i, rec) in page.records.iter().enumerate() {
                     let expires = now + seen_ttl_ms;
+                    // Sorted by index: the throttled records of this page, if any, one by one.
+                    let is_throttled = throttled.next_if(|(t, _)| *t == i).map(|(_, m)| m);
                     if insert.execute(params![&rec.key[..], expires])? == 1 {
                         codec::encode_into(&mut data, &rec.id, rec.event_time_ms, &page.body[rec.raw.clone()]);
                         out.new_records += 1;
+                        // Counted once per record: a re-delivered one is a duplicate, not a new signal.
+                        if let Some(m) = is_throttled {
+                            mailbox.execute(params![page.tenant, m, rec.event_time_ms])?;
+                            out.throttled.push(m.clone());
+                        }
                         if let Some(id_key) = &rec.id_key
                             && insert.execute(params![&id_key[..], expires])? == 0
                         {

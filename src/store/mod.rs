@@ -25,7 +25,7 @@ pub use ingest::{Checkpoint, IngestOutcome, IngestPage, PageRecord};
 pub use space::{Usage, free_bytes};
 pub use spool::{SinkBacklog, SpoolRow, SpoolSize};
 pub use state::StreamState;
-pub use streams::{StreamCounters, StreamStatus};
+pub use streams::{StreamCounters, StreamStatus, ThrottledMailbox};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -155,6 +155,9 @@ impl ReadOnlyStore {
     }
     pub fn flag(&self, key: &str) -> Result<Option<String>> {
         streams::get_flag(&self.conn, key).map_err(|e| sqlerr(&self.path, e))
+    }
+    pub fn throttled_mailboxes(&self) -> Result<Vec<ThrottledMailbox>> {
+        streams::throttled_mailboxes(&self.conn).map_err(|e| sqlerr(&self.path, e))
     }
     pub fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>> {
         deadletter::counts(&self.conn).map_err(|e| sqlerr(&self.path, e))

@@ -150,6 +150,10 @@ impl Store {
         self.with_writer(|c| get_flag(c, key))
     }
 
+    pub fn throttled_mailboxes(&self) -> Result<Vec<ThrottledMailbox>> {
+        self.with_writer(|c| throttled_mailboxes(c))
+    }
+
     pub fn set_flag(&self, key: &str, value: Option<&str>) -> Result<()> {
         self.with_writer(|c| {
             match value {
@@ -207,6 +211,32 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
         s.gaps = gaps.query_map([&s.stream], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
     }
     Ok(out)
+}
+
+/// A mailbox whose MailItemsAccessed auditing Exchange throttled.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ThrottledMailbox {
+    pub tenant: String,
+    pub mailbox: String,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub records: i64,
+}
+
+pub(super) fn throttled_mailboxes(c: &Connection) -> rusqlite::Result<Vec<ThrottledMailbox>> {
+    let mut stmt = c.prepare(
+        "SELECT tenant, mailbox, first_ms, last_ms, records FROM throttled_mailboxes ORDER BY tenant, last_ms DESC",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(ThrottledMailbox {
+            tenant: r.get(0)?,
+            mailbox: r.get(1)?,
+            first_ms: r.get(2)?,
+            last_ms: r.get(3)?,
+            records: r.get(4)?,
+        })
+    })?;
+    rows.collect()
 }
 
 pub(super) fn get_flag(c: &Connection, key: &str) -> rusqlite::Result<Option<String>> {

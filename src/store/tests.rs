@@ -26,6 +26,7 @@ fn page(stream: &str, ids: &[&str], checkpoint: Checkpoint) -> IngestPage {
         body,
         records,
         checkpoint,
+        throttled: Vec::new(),
     }
 }
 
@@ -162,4 +163,23 @@ fn the_database_and_its_directory_are_private_whatever_the_umask() {
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join(super::DB_FILE)), 0o600);
     assert_eq!(mode(&dir.join(format!("{}-wal", super::DB_FILE))), 0o600);
+}
+
+#[test]
+fn a_throttled_mailbox_is_kept_once_per_record_and_a_redelivery_does_not_count_again() {
+    let (_d, s) = open();
+    let mut p = page("s", &["1", "2", "3"], Checkpoint::None);
+    p.records[1].event_time_ms = 1_000;
+    p.records[2].event_time_ms = 5_000;
+    p.throttled = vec![(1, "ceo@contoso.com".into()), (2, "ceo@contoso.com".into())];
+    let out = s.ingest(&p, TTL, 0).unwrap();
+    assert_eq!(out.throttled, vec!["ceo@contoso.com".to_string(); 2]);
+    let again = s.ingest(&p, TTL, 0).unwrap();
+    assert!(again.throttled.is_empty(), "duplicates are not a new signal");
+    let m = s.throttled_mailboxes().unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(
+        (m[0].mailbox.as_str(), m[0].first_ms, m[0].last_ms, m[0].records),
+        ("ceo@contoso.com", 1_000, 5_000, 2)
+    );
 }

@@ -221,7 +221,7 @@ impl ManagementStream {
         let parsed = record::parse_management_blob(&body)
             .map_err(|e| ApiError::Transient(format!("blob {}: {e}", b.content_id)))?;
         self.handle
-            .ingest(body, parsed.records, parsed.without_id, Checkpoint::BlobFetched { content_id: b.content_id })
+            .ingest_blob(body, parsed, Checkpoint::BlobFetched { content_id: b.content_id })
             .await
             .map_err(|e| ApiError::Transient(e.to_string()))?;
         Ok(())
