@@ -210,6 +210,7 @@ impl Daemon {
             sinks: names.clone(),
             stale_after_polls: t.map_or(3, |t| t.stale_after_polls),
             sink_stale_after: t.map_or(std::time::Duration::from_secs(600), |t| t.sink_stale_after),
+            probe: Default::default(),
         });
         let mut maintenance = Tasks::default();
         maintenance.spawn("maintenance".into(), maintenance::run(pipeline.clone(), shutdown.clone()));

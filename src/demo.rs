@@ -21,6 +21,8 @@ pub struct ConfigExtras {
     pub graph: String,
     /// Further `[[sinks]]` tables, appended at the end.
     pub extra_sinks: String,
+    /// Lines of `[telemetry]`; empty means no listener.
+    pub telemetry: String,
 }
 
 /// Writes a config that points every endpoint at the simulator.
@@ -40,6 +42,8 @@ ca_file = "{ca}"
 
 [log]
 level = "warn"
+
+{telemetry}
 
 [spool]
 # A demo or test run needs little room; do not pause on a cramped disk.
@@ -87,6 +91,8 @@ path = "{records}"
         sink = extras.sink,
         extra_sinks = extras.extra_sinks,
         spool = extras.spool,
+        telemetry =
+            if extras.telemetry.is_empty() { String::new() } else { format!("[telemetry]\n{}", extras.telemetry) },
         graph = if extras.graph.is_empty() { "enabled = false" } else { extras.graph.as_str() },
     );
     let path = dir.join("auditkeeper.toml");

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::pipeline::Pipeline;
 use crate::store::StreamState;
+use crate::telemetry::server::{NotAlive, NotReady};
 
 /// A stream as readiness sees it: its id and how often it polls.
 #[derive(Debug, Clone)]
@@ -25,24 +26,45 @@ pub struct DaemonHealth {
     pub sinks: Vec<String>,
     pub stale_after_polls: u32,
     pub sink_stale_after: Duration,
+    /// One write probe at a time (see `check_alive`).
+    pub probe: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A write to the store slower than this means it is wedged.
-const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the daemon should be restarted.
+#[derive(Debug, thiserror::Error)]
+pub enum Wedged {
+    #[error("the store did not take a write within {0:?}")]
+    StoreTimeout(Duration),
+    #[error("the store cannot be written: {0}")]
+    Store(#[from] crate::pipeline::PipelineError),
+}
 
 impl DaemonHealth {
-    pub async fn check_alive(&self) -> Result<(), String> {
-        let p = self.pipeline.clone();
-        match tokio::time::timeout(STORE_TIMEOUT, p.blocking(|s| s.probe_write())).await {
-            Err(_) => Err(format!("the store did not take a write within {STORE_TIMEOUT:?}")),
+    pub async fn check_alive(&self) -> Result<(), Wedged> {
+        // A probe stuck behind a wedged store holds the lock until it returns, so later checks
+        // time out waiting for it instead of parking one more blocking thread each.
+        let probe = async {
+            let one = self.probe.clone().lock_owned().await;
+            self.pipeline
+                .blocking(move |s| {
+                    let _one = one;
+                    s.probe_write()
+                })
+                .await
+        };
+        match tokio::time::timeout(STORE_TIMEOUT, probe).await {
+            Err(_) => Err(Wedged::StoreTimeout(STORE_TIMEOUT)),
             // A full disk is handled (polling paused, resumes by itself): not a reason to restart.
             Ok(Err(_)) if self.pipeline.is_disk_full() => Ok(()),
-            Ok(Err(e)) => Err(format!("the store cannot be written: {e}")),
+            Ok(Err(e)) => Err(e.into()),
             Ok(Ok(())) => Ok(()),
         }
     }
 
-    pub async fn check_ready(&self) -> Result<(), Vec<String>> {
+    pub async fn check_ready(&self) -> Result<(), NotReady> {
         let mut why = Vec::new();
         if let Some(r) = self.pipeline.gate.reason() {
             why.push(format!("polling paused: {r}"));
@@ -51,7 +73,7 @@ impl DaemonHealth {
         let state = self.pipeline.blocking(|s| Ok((s.stream_status()?, s.backlogs()?))).await;
         let (streams, backlogs) = match state {
             Ok(x) => x,
-            Err(e) => return Err(vec![format!("the store cannot be read: {e}")]),
+            Err(e) => return Err(NotReady(vec![format!("the store cannot be read: {e}")])),
         };
         for e in &self.streams {
             let Some(s) = streams.iter().find(|s| s.stream == e.stream) else { continue };
@@ -76,7 +98,7 @@ impl DaemonHealth {
                 ));
             }
         }
-        if why.is_empty() { Ok(()) } else { Err(why) }
+        if why.is_empty() { Ok(()) } else { Err(NotReady(why)) }
     }
 
     /// One line for `systemctl status`: streams by state, and the backlog.
@@ -95,10 +117,10 @@ impl DaemonHealth {
 
 #[async_trait::async_trait]
 impl crate::telemetry::server::Health for DaemonHealth {
-    async fn alive(&self) -> Result<(), String> {
-        self.check_alive().await
+    async fn alive(&self) -> Result<(), NotAlive> {
+        self.check_alive().await.map_err(|e| NotAlive(Box::new(e)))
     }
-    async fn ready(&self) -> Result<(), Vec<String>> {
+    async fn ready(&self) -> Result<(), NotReady> {
         self.check_ready().await
     }
 }

@@ -5,42 +5,19 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use auditkeeper::demo::ConfigExtras;
 use auditkeeper::simulator::Scenario;
-use common::{BinaryDaemon, Harness, wait_until};
-
-/// `name{labels} value` lines of a scrape, keyed by name and label text.
-fn parse(body: &str) -> HashMap<(String, String), f64> {
-    let mut m = HashMap::new();
-    for l in body.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (series, value) = l.rsplit_once(' ').unwrap();
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => (n.to_string(), rest.trim_end_matches('}').to_string()),
-            None => (series.to_string(), String::new()),
-        };
-        m.insert((name, labels), value.parse().unwrap());
-    }
-    m
-}
-
-fn sum(m: &HashMap<(String, String), f64>, name: &str) -> f64 {
-    m.iter().filter(|((n, _), _)| n == name).map(|(_, v)| v).sum()
-}
+use common::{BinaryDaemon, Harness, parse_metrics as parse, sum_metric as sum, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_equal_what_was_ingested_deduplicated_and_delivered() {
     let scenario = Scenario { history_records: 1_500, duplicate_fraction: 0.05, ..Scenario::default() };
-    let h = Harness::new(scenario, ConfigExtras::default()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let text = std::fs::read_to_string(&h.config).unwrap();
-    std::fs::write(
-        &h.config,
-        text.replace("[spool]", &format!("[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n\n[spool]")),
-    )
-    .unwrap();
+    // The old key name, kept as an alias.
+    let telemetry = format!("metrics_listen = \"127.0.0.1:{port}\"");
+    let h = Harness::new(scenario, ConfigExtras { telemetry, ..ConfigExtras::default() }).await;
     let daemon = BinaryDaemon::spawn(&h.config, &[]);
     let got = h.wait_complete(Duration::from_secs(60)).await;
     let truth = h.sim.tenant.truth();

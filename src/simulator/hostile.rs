@@ -31,6 +31,10 @@ pub struct Attacks {
     /// The first `graph_skiptoken_expired` Graph requests for a next page answer 400, as an
     /// expired skip token does.
     pub graph_skiptoken_expired: u32,
+    /// The first `unavailable_blobs` blobs of this content type answer 503 to every fetch, so
+    /// they stay to be fetched until they age out (their records count as lost at the source).
+    pub unavailable_content_type: Option<String>,
+    pub unavailable_blobs: u32,
 }
 
 /// Counters the attacks need while the simulator runs.

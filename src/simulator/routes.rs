@@ -105,6 +105,8 @@ async fn faults(State(t): State<S>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+// The error is the HTTP answer itself, returned at once; its size does not matter here.
+#[allow(clippy::result_large_err)]
 fn check_auth(t: &Tenant, headers: &HeaderMap, tenant: &str) -> Result<(), Response> {
     let tok = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match tok {
@@ -383,6 +385,9 @@ async fn fetch_blob(
             "AF20051",
             "Content requested with the key has already expired. Content older than 7 days cannot be retrieved.",
         );
+    }
+    if b.unavailable {
+        return (StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.").into_response();
     }
     if b.bomb {
         return Response::builder()

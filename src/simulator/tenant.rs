@@ -22,6 +22,8 @@ pub struct Blob {
     pub expired: bool,
     /// Serves a gzip bomb instead of its records (`Attacks::bomb_content_type`).
     pub bomb: bool,
+    /// Answers 503 to every fetch (`Attacks::unavailable_content_type`).
+    pub unavailable: bool,
     pub records: u32,
 }
 
@@ -148,6 +150,8 @@ impl Tenant {
             expired: unit(h(&[r, 3])) < s.expired_fraction,
             bomb: s.attacks.bomb_content_type.as_deref() == Some(s.content_types[ct].as_str())
                 && seq < s.attacks.bomb_blobs as u64,
+            unavailable: s.attacks.unavailable_content_type.as_deref() == Some(s.content_types[ct].as_str())
+                && seq < s.attacks.unavailable_blobs as u64,
             records,
         }
     }
@@ -373,7 +377,7 @@ impl Tenant {
                 let (oseq, oidx, _) = self.origin(b.ct, b.seq, i);
                 let id = record_id(self.scenario.seed, b.ct, oseq, oidx);
                 t.records_served += 1;
-                if b.expired || b.bomb {
+                if b.expired || b.bomb || b.unavailable {
                     lost.insert(id);
                 } else {
                     t.records_in_fetchable_blobs += 1;

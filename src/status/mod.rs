@@ -130,7 +130,7 @@ pub fn gather(state_dir: &Path, configured_sinks: Option<&[String]>) -> Result<R
                 duplicates: s.counters.duplicates_total,
                 updates: s.counters.updates_total,
                 records_without_id: s.counters.records_without_id,
-                blobs: management.then(|| Blobs {
+                blobs: management.then_some(Blobs {
                     fetched: s.ledger.fetched,
                     pending: s.ledger.listed,
                     expired: s.counters.blobs_expired,

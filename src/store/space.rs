@@ -20,10 +20,9 @@ impl StoreError {
     /// SQLITE_FULL, or an I/O error that is ENOSPC or EDQUOT.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StoreError::Sqlite { source, .. } => match source {
-                rusqlite::Error::SqliteFailure(e, _) => e.code == rusqlite::ErrorCode::DiskFull,
-                _ => false,
-            },
+            StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
             StoreError::StateDir { source, .. } => {
                 matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
             }

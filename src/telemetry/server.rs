@@ -15,11 +15,21 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 /// What the endpoints ask the daemon.
 #[async_trait::async_trait]
 pub trait Health: Send + Sync {
-    /// Liveness: `Err` names why the process should be restarted.
-    async fn alive(&self) -> Result<(), String>;
+    /// Liveness: `Err` says why the process should be restarted.
+    async fn alive(&self) -> Result<(), NotAlive>;
     /// Readiness: every reason the collector is not collecting as it should.
-    async fn ready(&self) -> Result<(), Vec<String>>;
+    async fn ready(&self) -> Result<(), NotReady>;
 }
+
+/// Why the process should be restarted; the daemon's own error, carried as is.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct NotAlive(pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Every reason, one sentence each, the collector is not collecting as it should.
+#[derive(Debug, thiserror::Error)]
+#[error("not ready: {}", .0.join("; "))]
+pub struct NotReady(pub Vec<String>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -87,7 +97,7 @@ async fn healthz(State(c): State<Ctx>) -> impl IntoResponse {
 async fn readyz(State(c): State<Ctx>) -> impl IntoResponse {
     match c.health.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(why) => (
+        Err(NotReady(why)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready:\n{}\n", why.iter().map(|w| format!("- {w}")).collect::<Vec<_>>().join("\n")),
         ),

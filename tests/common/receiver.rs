@@ -33,6 +33,8 @@ pub struct Behaviour {
     pub splunk_ack: bool,
     /// Answer every POST with `302 Location: <this path>`, and a GET of that path with 200.
     pub redirect_posts_to: Option<String>,
+    /// Answer 503 to everything, as a collector that is down behind its load balancer.
+    pub down: bool,
 }
 
 #[derive(Default)]
@@ -69,6 +71,10 @@ async fn handle(State(r): State<Arc<Mutex<Inner>>>, req: Request) -> Response {
         wire.to_vec()
     };
     let mut g = r.lock().unwrap();
+    if g.behaviour.down {
+        g.refused += 1;
+        return (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream").into_response();
+    }
     if let Some(to) = g.behaviour.redirect_posts_to.clone() {
         if method == axum::http::Method::GET && path == to {
             g.redirect_gets += 1;
@@ -126,6 +132,10 @@ impl Receiver {
 
     pub fn set_redirect(&self, to: Option<String>) {
         self.inner.lock().unwrap().behaviour.redirect_posts_to = to;
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.inner.lock().unwrap().behaviour.down = down;
     }
 
     pub fn set_reject(&self, s: Option<String>) {

@@ -23,6 +23,20 @@ pub fn free_port(udp: bool) -> u16 {
     }
 }
 
+/// The rsyslogd binary, or `None` (said out loud) when it is not installed; see `missing_peer`.
+pub fn rsyslogd() -> Option<&'static str> {
+    // /usr/sbin is not on every user's PATH.
+    let found =
+        ["/usr/sbin/rsyslogd", "/sbin/rsyslogd", "/usr/bin/rsyslogd"].into_iter().find(|p| Path::new(p).exists());
+    let tls = Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists()
+        || Path::new("/usr/lib/rsyslog/lmnsd_gtls.so").exists();
+    if found.is_none() || !tls {
+        super::missing_peer("rsyslogd with GnuTLS (apt-get install rsyslog rsyslog-gnutls, or run ./.ci/run)");
+        return None;
+    }
+    found
+}
+
 impl Rsyslog {
     /// `transport`: "udp", "tcp" or "tls".
     pub fn start(dir: &Path, transport: &str) -> Rsyslog {
@@ -77,8 +91,7 @@ action(type="omfile" file="{out}" template="raw" flushOnTXEnd="on" asyncWriting=
         std::fs::write(&conf, self.config()).unwrap();
         let pid = self.dir.join("rsyslog.pid");
         let _ = std::fs::remove_file(&pid);
-        // /usr/sbin is not on every user's PATH.
-        let bin = if Path::new("/usr/sbin/rsyslogd").exists() { "/usr/sbin/rsyslogd" } else { "rsyslogd" };
+        let bin = rsyslogd().expect("callers check rsyslogd() first");
         let child = Command::new(bin)
             .args(["-n", "-f"])
             .arg(&conf)
