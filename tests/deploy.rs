@@ -1,6 +1,7 @@
 //! The deployment files hold up: the systemd unit's hardening score and syntax, dashboards and
-//! alerts that name only metrics the collector exports, a Dockerfile built as documented, and
-//! the binary running as an unprivileged user with only its state directory writable.
+//! alerts that name only metrics the collector exports, a Dockerfile built as documented, a
+//! compose file and a Kubernetes manifest whose configs the collector accepts, and the binary
+//! running as an unprivileged user with only its state directory writable.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,8 +124,25 @@ fn the_systemd_unit_is_hardened_and_verifies() {
     assert!(out.status.success() && msg.trim().is_empty(), "systemd-analyze verify: {msg}");
 }
 
+/// The config is one the collector accepts, but for the secret, which exists only where the
+/// container runs.
+fn wants_only_its_secret(config: &Path, secret: &str) {
+    match auditkeeper::config::load_settings(config) {
+        Err(auditkeeper::config::ConfigError::Invalid(issues)) => {
+            let found: Vec<String> = issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect();
+            assert_eq!(
+                found,
+                [format!("tenants[0].client_secret_file: file not found: {secret}")],
+                "{}",
+                config.display()
+            );
+        }
+        other => panic!("{} should want only its secret: {:?}", config.display(), other.map(|_| ())),
+    }
+}
+
 #[test]
-fn the_dockerfile_builds_the_production_binary_for_a_non_root_user() {
+fn the_dockerfile_compose_file_and_kubernetes_manifest_run_non_root_with_valid_configs() {
     let d = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
     for must in [
         "--locked",
@@ -138,7 +156,31 @@ fn the_dockerfile_builds_the_production_binary_for_a_non_root_user() {
     ] {
         assert!(d.contains(must), "the Dockerfile lacks {must}");
     }
+    let c = std::fs::read_to_string(root().join("deploy/docker-compose.yml")).unwrap();
+    for must in [
+        "dockerfile: deploy/Dockerfile",
+        "read_only: true",
+        "cap_drop: [ALL]",
+        "/var/lib/auditkeeper",
+        "rsyslog:",
+        "secrets:",
+        "./compose/auditkeeper.toml:/etc/auditkeeper/auditkeeper.toml:ro",
+    ] {
+        assert!(c.contains(must), "the compose file lacks {must}");
+    }
+    wants_only_its_secret(&root().join("deploy/compose/auditkeeper.toml"), "/run/secrets/contoso-secret");
     let k = std::fs::read_to_string(root().join("deploy/kubernetes/auditkeeper.yaml")).unwrap();
+    // The ConfigMap's config, unindented.
+    let embedded: String = k
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("auditkeeper.toml: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k8s.toml"), embedded).unwrap();
+    wants_only_its_secret(&dir.path().join("k8s.toml"), "/run/secrets/auditkeeper/contoso-secret");
     for must in [
         "kind: StatefulSet",
         "replicas: 1",
