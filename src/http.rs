@@ -25,6 +25,8 @@ pub struct HttpConfig {
     pub max_response_bytes: Option<u64>,
     /// Largest decoded-to-compressed ratio accepted for a gzip body (a compression bomb).
     pub max_gzip_ratio: Option<u64>,
+    /// Most pages one listing window may take before it stops with an error (a looping link).
+    pub max_pages_per_window: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +36,7 @@ pub struct HttpSettings {
     pub max_blob_bytes: u64,
     pub max_response_bytes: u64,
     pub max_gzip_ratio: u64,
+    pub max_pages_per_window: u32,
 }
 
 pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
@@ -47,6 +50,7 @@ pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
         max_blob_bytes: raw.max_blob_bytes.unwrap_or(512 << 20),
         max_response_bytes: raw.max_response_bytes.unwrap_or(64 << 20),
         max_gzip_ratio: raw.max_gzip_ratio.unwrap_or(100),
+        max_pages_per_window: raw.max_pages_per_window.unwrap_or(crate::sources::window::MAX_PAGES),
     };
     for (key, v) in [("http.max_blob_bytes", s.max_blob_bytes), ("http.max_response_bytes", s.max_response_bytes)] {
         if !((1 << 20)..=(16 << 30)).contains(&v) {
@@ -56,12 +60,20 @@ pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
     if !(10..=100_000).contains(&s.max_gzip_ratio) {
         is.add("http.max_gzip_ratio", "must be between 10 and 100000 (audit JSON compresses about 10:1)");
     }
+    if !(10..=10_000_000).contains(&s.max_pages_per_window) {
+        is.add("http.max_pages_per_window", "must be between 10 and 10000000");
+    }
     s
 }
 
 impl HttpSettings {
     pub fn body_limits(&self) -> crate::sources::boundary::BodyLimits {
-        crate::sources::boundary::BodyLimits::new(self.max_response_bytes, self.max_blob_bytes, self.max_gzip_ratio)
+        crate::sources::boundary::BodyLimits::new(
+            self.max_response_bytes,
+            self.max_blob_bytes,
+            self.max_gzip_ratio,
+            self.max_pages_per_window,
+        )
     }
 }
 

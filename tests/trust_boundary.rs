@@ -1,5 +1,7 @@
 //! A hostile or broken upstream, receiver or operator can neither take the token nor lose a
-//! record: links to other hosts, redirects from a sink, a second daemon on the same state.
+//! record: links to other hosts, redirects from a sink, a second daemon on the same state, a
+//! gzip bomb, an absurd Retry-After, Dates from the future, expired skip tokens, next-page links
+//! that loop, and a full disk.
 
 #![cfg(feature = "simulator")]
 
@@ -356,4 +358,65 @@ async fn a_full_disk_pauses_polling_holds_the_sink_without_resending_and_resumes
     let got = h.wait_complete(Duration::from_secs(60)).await;
     daemon.stop().await.expect("clean shutdown");
     assert_exactly_once(&h.sim.tenant.truth().ids, &got);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_page_link_that_loops_stops_its_window_with_an_error_and_never_moves_the_cursor() {
+    let scenario = Scenario {
+        history_records: 1_500,
+        // The first window, a week back, has blobs on its (looping) first page.
+        history_days: 6.5,
+        content_types: vec!["Audit.Exchange".into(), "Audit.SharePoint".into()],
+        page_size: 4,
+        graph_history_records: 14_000,
+        graph_history_hours: 10.0,
+        attacks: Attacks {
+            looping_streams: vec!["Audit.SharePoint".into(), "risk_detections".into()],
+            ..Attacks::default()
+        },
+        ..Scenario::default()
+    };
+    let extras = ConfigExtras {
+        graph: "streams = [\"risk_detections\", \"provisioning\"]\npoll_interval = \"1s\"\nlag = \"0s\"\nbackfill = \"1d\""
+            .into(),
+        ..ConfigExtras::default()
+    };
+    let h = Harness::new(scenario, extras).await;
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(&h.config, text.replacen("[http]\n", "[http]\nmax_pages_per_window = 10\n", 1)).unwrap();
+    let exchange: HashSet<String> =
+        h.sim.tenant.ids_of(h.sim.tenant.ct_index("Audit.Exchange").unwrap()).into_iter().collect();
+    let sharepoint: HashSet<String> =
+        h.sim.tenant.ids_of(h.sim.tenant.ct_index("Audit.SharePoint").unwrap()).into_iter().collect();
+    let now = h.sim.tenant.now();
+    let provisioning: HashSet<String> =
+        h.sim.tenant.graph.truth(now).into_values().filter(|(e, _)| e.kind == 5).map(|(e, _)| e.key()).collect();
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let looped = |name: &str| {
+        auditkeeper::store::Store::open_read_only(&h.state_dir()).and_then(|s| s.streams()).is_ok_and(|v| {
+            v.iter().any(|s| s.name == name && s.last_error.as_deref().is_some_and(|e| e.contains("ran past 10 pages")))
+        })
+    };
+    wait_until("the other streams complete and both loops reported", Duration::from_secs(120), || {
+        let ex: HashSet<String> = delivered_in(&h, "management/Audit.Exchange", "Id").into_iter().collect();
+        let pr: HashSet<String> = delivered_in(&h, "graph/provisioning", "id").into_iter().collect();
+        let sp = delivered_in(&h, "management/Audit.SharePoint", "Id").len();
+        ex == exchange && pr == provisioning && sp > 0 && looped("Audit.SharePoint") && looped("risk_detections")
+    })
+    .await;
+    let store = auditkeeper::store::Store::open_read_only(&h.state_dir()).unwrap();
+    let streams = store.streams().unwrap();
+    daemon.stop().await.expect("clean shutdown");
+    for name in ["Audit.SharePoint", "risk_detections"] {
+        let s = streams.iter().find(|s| s.name == name).unwrap();
+        // The window never ended, so it is never marked read: its records are not skipped.
+        assert_eq!(s.cursor, None, "{name}");
+        assert!(s.last_error.as_deref().is_some_and(|e| e.contains("ran past 10 pages")), "{name}: {:?}", s.last_error);
+        assert_ne!(s.state.name(), "failed", "{name} is retried, not given up");
+    }
+    // What the looping page listed was still fetched, once: a failing listing does not hold
+    // back the blobs it did list.
+    let got = delivered_in(&h, "management/Audit.SharePoint", "Id");
+    let unique: HashSet<String> = got.iter().cloned().collect();
+    assert!(!got.is_empty() && got.len() == unique.len() && unique.is_subset(&sharepoint), "{} records", got.len());
 }

@@ -310,7 +310,9 @@ async fn serve(
     let items: Vec<String> =
         all.iter().skip(offset).take(top).map(|e| render(t.graph.seed(), e, e.version(now), reorder)).collect();
     let mut body = format!("{{\"value\":[{}]", items.join(","));
-    if offset + top < all.len() {
+    let looping = t.scenario.attacks.loops(ep.stream);
+    if offset + top < all.len() || looping {
+        let next = if looping { offset } else { offset + top };
         let host = uri
             .authority()
             .map(|a| a.as_str().to_string())
@@ -328,7 +330,7 @@ async fn serve(
                     qp.append_pair(k, v);
                 }
             }
-            qp.append_pair("$skiptoken", &(offset + top).to_string());
+            qp.append_pair("$skiptoken", &next.to_string());
         }
         let key = if ep.arm { "nextLink" } else { "@odata.nextLink" };
         body.push_str(&format!(",\"{key}\":{}", serde_json::to_string(u.as_str()).expect("string")));

@@ -35,6 +35,9 @@ pub struct Attacks {
     /// they stay to be fetched until they age out (their records count as lost at the source).
     pub unavailable_content_type: Option<String>,
     pub unavailable_blobs: u32,
+    /// Content types and Graph streams whose every page links to itself as the next page,
+    /// forever: a pagination loop.
+    pub looping_streams: Vec<String>,
 }
 
 /// Counters the attacks need while the simulator runs.
@@ -46,6 +49,10 @@ pub struct AttackState {
 }
 
 impl Attacks {
+    pub fn loops(&self, stream: &str) -> bool {
+        self.looping_streams.iter().any(|s| s == stream)
+    }
+
     /// Where links of `stream` point, if away.
     pub fn foreign_base(&self, stream: &str) -> Option<&str> {
         self.foreign_link_base.as_deref().filter(|_| self.foreign_link_streams.iter().any(|s| s == stream))

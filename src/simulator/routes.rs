@@ -346,7 +346,9 @@ async fn list_content(
         })
         .collect();
     let mut resp = axum::Json(items).into_response();
-    if offset + page < all.len() {
+    let looping = t.scenario.attacks.loops(&t.scenario.content_types[ct]);
+    if offset + page < all.len() || looping {
+        let next = if looping { offset } else { offset + page };
         // The documented sample points next pages at /api/v1/, not /api/v1.0/.
         let mut u =
             url::Url::parse(&format!("{base}/api/v1/{}/activity/feed/subscriptions/content", t.scenario.tenant_id))
@@ -358,7 +360,7 @@ async fn list_content(
                     qp.append_pair(k, v);
                 }
             }
-            qp.append_pair("nextPage", &format!("p{}", offset + page));
+            qp.append_pair("nextPage", &format!("p{next}"));
         }
         if let Ok(v) = HeaderValue::from_str(u.as_str()) {
             resp.headers_mut().insert("NextPageUri", v);

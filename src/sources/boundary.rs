@@ -66,18 +66,21 @@ pub struct BodyLimit {
     pub max_ratio: u64,
 }
 
-/// The caps of one tenant's calls: content blobs, and everything else.
+/// The caps of one tenant's calls: content blobs, everything else, and pages per window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLimits {
     pub response: BodyLimit,
     pub blob: BodyLimit,
+    /// Pages one window may take: a next-page link that loops ends in an error, not forever.
+    pub pages_per_window: u32,
 }
 
 impl BodyLimits {
-    pub fn new(max_response_bytes: u64, max_blob_bytes: u64, max_ratio: u64) -> BodyLimits {
+    pub fn new(max_response_bytes: u64, max_blob_bytes: u64, max_ratio: u64, pages_per_window: u32) -> BodyLimits {
         BodyLimits {
             response: BodyLimit { what: "response", max_bytes: max_response_bytes, max_ratio },
             blob: BodyLimit { what: "content blob", max_bytes: max_blob_bytes, max_ratio },
+            pages_per_window,
         }
     }
 }

@@ -38,8 +38,8 @@ pub struct Reach {
 
 pub type Window = (DateTime<Utc>, DateTime<Utc>);
 
-/// Pages one window may take before the source stops it with an error: a next-page link that
-/// loops would otherwise keep a stream busy forever.
+/// Pages one window may take, by default (`http.max_pages_per_window`), before the source stops
+/// it with an error: a next-page link that loops would otherwise keep a stream busy forever.
 pub const MAX_PAGES: u32 = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,6 +23,8 @@ pub struct GraphClient {
     graph: Caller,
     message_trace: Caller,
     arm: Caller,
+    /// Pages one window may take.
+    pub max_pages: u32,
 }
 
 /// At most `n` calls in any `window`: one every `window / n`, no burst.
@@ -57,6 +59,7 @@ impl GraphClient {
             api,
         };
         GraphClient {
+            max_pages: limits.pages_per_window,
             reports: caller(&graph_base, spaced(reports_per_10s, Duration::from_secs(10)), "graph-reports"),
             graph: caller(&graph_base, Quota::per_second(NonZeroU32::new(10).expect("10")), "graph"),
             // Microsoft: 100 per 5 minutes per tenant, shared by trace and detail calls; keep 10 spare.

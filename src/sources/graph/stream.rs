@@ -117,10 +117,10 @@ impl GraphStream {
         let (mut pages, mut restarted) = (0u32, false);
         loop {
             pages += 1;
-            if pages > window::MAX_PAGES {
+            if pages > self.client.max_pages {
                 return Err(retry(format!(
                     "window {start} to {end} ran past {} pages; stopped (a next-page link that loops?)",
-                    window::MAX_PAGES
+                    self.client.max_pages
                 ))
                 .into());
             }

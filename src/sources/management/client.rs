@@ -23,6 +23,8 @@ pub struct ManagementClient {
     /// number of streams.
     pub fetch_slots: tokio::sync::Semaphore,
     blob_limit: BodyLimit,
+    /// Pages one listing window may take.
+    pub max_pages: u32,
 }
 
 impl ManagementClient {
@@ -41,6 +43,7 @@ impl ManagementClient {
         let rpm = NonZeroU32::new(requests_per_minute.max(1)).expect("non-zero");
         ManagementClient {
             blob_limit: limits.blob,
+            max_pages: limits.pages_per_window,
             caller: Caller {
                 http,
                 auth,

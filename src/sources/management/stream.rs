@@ -39,10 +39,16 @@ impl Source for ManagementStream {
         {
             return o;
         }
-        if let Err(o) = self.list_all(shutdown).await {
-            return o;
+        let listed = self.list_all(shutdown).await;
+        // Blobs already in the ledger are fetched even when listing failed for now: a listing
+        // that keeps failing must not let what it did list age out. Not after a tenant-wide
+        // refusal, where every fetch would be refused too.
+        if matches!(listed, Ok(()) | Err(Outcome::Retry { .. }))
+            && let Err(o) = self.fetch_pending(shutdown).await
+        {
+            return listed.err().unwrap_or(o);
         }
-        if let Err(o) = self.fetch_pending(shutdown).await {
+        if let Err(o) = listed {
             return o;
         }
         self.warm_up().await.map_or(Outcome::Done, Outcome::WarmingUp)
@@ -123,7 +129,7 @@ impl ManagementStream {
     ) -> Result<Action, Outcome> {
         let first = self.client.content_url(&self.content_type, &protocol::fmt_time(start), &protocol::fmt_time(end));
         let mut url = first.clone();
-        for _ in 0..window::MAX_PAGES {
+        for _ in 0..self.client.max_pages {
             let event = match self.client.list_page(&url).await {
                 Ok((items, next)) => {
                     let blobs = items.iter().map(|i| i.listing()).collect();
@@ -151,7 +157,7 @@ impl ManagementStream {
         }
         Err(retry(format!(
             "listing window {start} to {end} ran past {} pages; stopped (a NextPageUri that loops?)",
-            window::MAX_PAGES
+            self.client.max_pages
         )))
     }
 
@@ -203,7 +209,7 @@ impl ManagementStream {
     async fn fetch_one(&self, b: PendingBlob) -> Result<(), ApiError> {
         let event = Event::BlobDue { expiration_ms: b.content_expiration_ms };
         if let Action::WriteOff(detail) = protocol::next_action(&mut Attempts::default(), event, self.now_ms()) {
-            return self.expired(&b, detail).await;
+            return self.write_off(&b, detail, false).await;
         }
         // Held until the records are spooled, so memory is bounded per tenant.
         let _slot = self.client.fetch_slots.acquire().await.map_err(|e| ApiError::Transient(e.to_string()))?;
@@ -211,8 +217,8 @@ impl ManagementStream {
             Ok(body) => body,
             Err(e) => {
                 return match protocol::next_action(&mut Attempts::default(), Event::BlobFailed(e), self.now_ms()) {
-                    Action::WriteOff(detail) => self.expired(&b, detail).await,
-                    Action::Refuse(detail) => self.refused(&b, detail).await,
+                    Action::WriteOff(detail) => self.write_off(&b, detail, false).await,
+                    Action::Refuse(detail) => self.write_off(&b, detail, true).await,
                     Action::Fail(e) | Action::Postpone(e) => Err(e),
                     other => unreachable!("a blob failure leads to a blob action, not {other:?}"),
                 };
@@ -227,24 +233,20 @@ impl ManagementStream {
         Ok(())
     }
 
-    fn written_off(&self, b: &PendingBlob, detail: &str, refused: bool) {
+    /// Settles a blob that will not be fetched: expired at Microsoft, or refused at the trust
+    /// boundary (`refused`). Its ledger row says which, so nothing leaves the ledger unexplained.
+    async fn write_off(&self, b: &PendingBlob, detail: String, refused: bool) -> Result<(), ApiError> {
         let (content_id, created) = (&b.content_id, &b.content_created);
-        events::BlobWrittenOff { stream: self.handle.key.labels(), content_id, created, detail, refused }.emit();
-    }
-
-    async fn refused(&self, b: &PendingBlob, detail: String) -> Result<(), ApiError> {
-        self.written_off(b, &detail, true);
+        events::BlobWrittenOff { stream: self.handle.key.labels(), content_id, created, detail: &detail, refused }
+            .emit();
+        let content_id = content_id.clone();
+        let checkpoint = if refused {
+            Checkpoint::BlobRefused { content_id, detail }
+        } else {
+            Checkpoint::BlobExpired { content_id, detail }
+        };
         self.handle
-            .ingest(Vec::new(), Vec::new(), 0, Checkpoint::BlobRefused { content_id: b.content_id.clone(), detail })
-            .await
-            .map_err(|e| ApiError::Transient(e.to_string()))?;
-        Ok(())
-    }
-
-    async fn expired(&self, b: &PendingBlob, detail: String) -> Result<(), ApiError> {
-        self.written_off(b, &detail, false);
-        self.handle
-            .ingest(Vec::new(), Vec::new(), 0, Checkpoint::BlobExpired { content_id: b.content_id.clone(), detail })
+            .ingest(Vec::new(), Vec::new(), 0, checkpoint)
             .await
             .map_err(|e| ApiError::Transient(e.to_string()))?;
         Ok(())
