@@ -249,6 +249,8 @@ impl Daemon {
         self.shutdown.stop();
         tracing::info!("shutting down: polling stopped, forwarders draining");
         failure = failure.or(self.sources.join_all().await);
+        // What the sources handed over is written before the forwarders drain it.
+        self.pipeline.flush().await;
         self.shutdown.begin_drain(self.shutdown_timeout);
         let hard = tokio::time::sleep(self.shutdown_timeout + std::time::Duration::from_secs(5));
         tokio::pin!(hard);

@@ -131,7 +131,7 @@ async fn readyz_names_a_sink_that_died_and_is_ready_again_once_it_delivers() {
         "[[sinks]]\ntype = \"http\"\npreset = \"generic\"\nname = \"collector\"\nurl = \"{}/ingest\"\nbatch = {{ max_records = 200, linger = \"100ms\" }}\n",
         rx.url
     );
-    let telemetry = format!("listen = \"127.0.0.1:{port}\"\nsink_stale_after = \"2s\"");
+    let telemetry = format!("listen = \"127.0.0.1:{port}\"\nsink_stale_after = \"5s\"");
     let scenario = Scenario {
         history_records: 1_000,
         live_records_per_sec: 50.0,

@@ -377,8 +377,9 @@ async fn a_next_page_link_that_loops_stops_its_window_with_an_error_and_never_mo
         ..Scenario::default()
     };
     let extras = ConfigExtras {
-        graph: "streams = [\"risk_detections\", \"provisioning\"]\npoll_interval = \"1s\"\nlag = \"0s\"\nbackfill = \"1d\""
-            .into(),
+        graph:
+            "streams = [\"risk_detections\", \"provisioning\"]\npoll_interval = \"1s\"\nlag = \"0s\"\nbackfill = \"1d\""
+                .into(),
         ..ConfigExtras::default()
     };
     let h = Harness::new(scenario, extras).await;

@@ -15,7 +15,14 @@ pub fn exchange_page(tenant: &str, p: u64, per_page: u64, event_time_ms: i64) ->
         let id = records::record_id(7, 1, p, i as u32);
         let start = body.len();
         body.extend_from_slice(raw.as_bytes());
-        recs.push(PageRecord { key: key_for_id(&id), id_key: None, id, event_time_ms, raw: start..body.len() });
+        recs.push(PageRecord {
+            key: key_for_id(&id),
+            id_key: None,
+            id,
+            event_time_ms,
+            key_time_ms: event_time_ms,
+            raw: start..body.len(),
+        });
     }
     IngestPage {
         stream: format!("{tenant}/management/Audit.Exchange"),

@@ -82,14 +82,17 @@ impl Forwarder {
         let mut wake = self.pipeline.subscribe_spooled();
         let mut lingering_since: Option<Instant> = None;
         let mut last_dead_letter_poll = Instant::now() - DEAD_LETTER_POLL;
+        // The last read reached the end of the spool and all of it went out: nothing to read
+        // until an ingest says so.
+        let mut caught_up = false;
         let (max_records, max_bytes, linger) =
             (self.sink.common.batch_records, self.sink.common.batch_bytes, self.sink.common.linger);
 
         loop {
             // Fill the buffer until a batch's worth of records is at hand.
             let mut buffered: usize = buffer.iter().map(|r| r.records.len()).sum();
-            let mut at_end = false;
-            while buffered < max_records {
+            let mut at_end = caught_up;
+            while buffered < max_records && !caught_up {
                 let r = reader.clone();
                 let from = next_read;
                 // A reader is only a connection: one left by a panicked read is still usable.
@@ -131,8 +134,9 @@ impl Forwarder {
                 let since = *lingering_since.get_or_insert_with(Instant::now);
                 let left = linger.saturating_sub(since.elapsed());
                 if !left.is_zero() {
+                    // Not woken by each new spool row: on a trickle of small blobs that was a
+                    // spool read per blob. What arrives meanwhile is read once, when it ends.
                     tokio::select! {
-                        _ = wake.changed() => {}
                         _ = tokio::time::sleep(left) => {}
                         _ = shutdown.draining() => {}
                     }
@@ -184,13 +188,19 @@ impl Forwarder {
                     }
                 }
                 if shutdown.is_draining() {
+                    if caught_up {
+                        // What the sources handed over last was written after our last read.
+                        caught_up = false;
+                        continue;
+                    }
                     return Ok(());
                 }
                 tokio::select! {
                     _ = wake.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(DEAD_LETTER_POLL) => {}
                     _ = shutdown.draining() => {}
                 }
+                caught_up = false;
                 continue;
             }
 
@@ -206,6 +216,7 @@ impl Forwarder {
             let n = name.clone();
             self.durably(shutdown, "offset", move |s| s.commit_offset(&n, end.0, end.1, delivered)).await?;
             (seq, pos) = (end.0, end);
+            caught_up = at_end && buffer.is_empty();
             if all_refused {
                 // After the commit, which clears the sink's last error: this one must stay visible.
                 self.all_refused(batch.records.len()).await;

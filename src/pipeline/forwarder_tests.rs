@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::pipeline::{StreamHandle, StreamKey};
+use crate::pipeline::StreamHandle;
 use crate::sinks::{Accepted, CommonSinkSettings, Sink, SinkError, SinkFilter};
 use crate::store::{Checkpoint, Store};
 
@@ -28,20 +28,7 @@ impl Sink for Recording {
     }
 }
 
-fn settings() -> crate::pipeline::config::SpoolSettings {
-    crate::pipeline::config::SpoolSettings {
-        max_bytes: 1 << 30,
-        max_age: Duration::from_secs(86_400),
-        seen_ttl: Duration::from_secs(8 * 86_400),
-        prune_interval: Duration::from_secs(60),
-        min_free_bytes: 1 << 20,
-        max_dead_letter_bytes: 1 << 30,
-    }
-}
-
-async fn stream(p: &Arc<Pipeline>, name: &str) -> StreamHandle {
-    p.stream(StreamKey::new("t", "management", name), Duration::from_secs(7 * 86_400)).await.unwrap()
-}
+use crate::pipeline::test_support::{settings, stream};
 
 /// Ingests `ids` as one page of `handle`'s stream.
 async fn page(handle: &StreamHandle, ids: &[String]) {
@@ -80,6 +67,8 @@ async fn run_with(
     store.ensure_sinks(&["s".to_string()]).unwrap();
     let pipeline = Pipeline::new(store.clone(), settings());
     fill(&pipeline).await;
+    // Ingest is group-committed: the pages are in the spool once flushed.
+    pipeline.flush().await;
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = BuiltSink {
         common: CommonSinkSettings {
@@ -94,6 +83,7 @@ async fn run_with(
     let shutdown = Shutdown::new();
     let task = tokio::spawn(Forwarder::new(pipeline.clone(), sink).run(shutdown.clone()));
     during(&pipeline).await;
+    pipeline.flush().await;
     let start = std::time::Instant::now();
     while store.backlogs().unwrap()[0].records > 0 {
         assert!(start.elapsed() < Duration::from_secs(20), "backlog never drained: {:?}", store.backlogs());
@@ -159,6 +149,7 @@ async fn a_corrupt_spool_row_is_set_aside_whole_and_delivery_goes_on() {
         page(&h, &a).await;
         page(&h, &b).await;
         page(&h, &c).await;
+        p.flush().await;
         // The middle row's bytes rot on disk.
         let db = rusqlite::Connection::open(p.store.path()).unwrap();
         db.execute("UPDATE spool SET data = x'ffffff0f00c0ffee' WHERE seq = (SELECT min(seq) + 1 FROM spool)", [])

@@ -1,17 +1,19 @@
 //! Ingest: the only path from a source into the store.
 //!
-//! Sources hold a `StreamHandle`. Through it they read their own position and hand over pages;
-//! the handle runs the one-transaction ingest on a blocking thread, wakes the forwarders, and
-//! closes the spool gate when a limit is reached.
+//! Sources hold a `StreamHandle`. Through it they read their own position and hand over pages
+//! to the group committer (`commit.rs`), which writes them in one transaction, wakes the
+//! forwarders, and closes the spool gate when a limit is reached. A read through the handle
+//! first waits for the stream's own pages to be written.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::commit::Committer;
 use super::config::SpoolSettings;
 use super::gate::SpoolGate;
-use crate::store::{Checkpoint, IngestOutcome, IngestPage, PageRecord, PendingBlob, Store, StoreError, StreamState};
+use crate::store::{Checkpoint, IngestPage, PageRecord, PendingBlob, Store, StoreError, StreamState};
 use crate::telemetry::events;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,19 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("store task failed: {0}")]
     Join(String),
+    /// A group commit this stream's pages were in failed (see `commit`).
+    #[error("{0}")]
+    Commit(Arc<StoreError>),
+}
+
+impl PipelineError {
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            PipelineError::Store(e) => Some(e),
+            PipelineError::Commit(e) => Some(e),
+            PipelineError::Join(_) => None,
+        }
+    }
 }
 
 /// Shared by every stream and forwarder of one daemon.
@@ -37,6 +52,7 @@ pub struct Pipeline {
     pub dead_letter_bytes: std::sync::atomic::AtomicU64,
     /// (tenant, mailbox, day) already warned about: one warning per mailbox and day.
     mailboxes_warned: std::sync::Mutex<std::collections::HashSet<(String, String, chrono::NaiveDate)>>,
+    pub(super) committer: Committer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -64,8 +80,10 @@ impl StreamKey {
 }
 
 impl Pipeline {
+    /// Needs a tokio runtime: the group committer runs as a task.
     pub fn new(store: Arc<Store>, spool: SpoolSettings) -> Arc<Pipeline> {
-        Arc::new(Pipeline {
+        Arc::new_cyclic(|me| Pipeline {
+            committer: Committer::start(me.clone()),
             store,
             gate: SpoolGate::default(),
             spool,
@@ -109,6 +127,17 @@ impl Pipeline {
             .map_err(PipelineError::from)
     }
 
+    /// Waits until every page handed to ingest so far is in the store (e.g. before draining).
+    pub async fn flush(&self) {
+        let _ = self.committer.flush(None).await;
+    }
+
+    /// After a commit that spooled records: wake the forwarders, check the spool's size.
+    pub(super) fn spooled(&self) {
+        self.spooled.send_modify(|v| *v += 1);
+        self.check_bytes_limit();
+    }
+
     /// Closes the gate when the spool is over `max_bytes`; the age limit is checked by maintenance.
     pub fn check_bytes_limit(&self) {
         let bytes = self.store.spool_bytes();
@@ -146,7 +175,7 @@ impl Pipeline {
     }
 
     /// Counts throttled-auditing records and warns once per mailbox and UTC day.
-    fn throttled_mailboxes(&self, tenant: &str, mailboxes: &[String]) {
+    pub(super) fn throttled_mailboxes(&self, tenant: &str, mailboxes: &[String]) {
         if mailboxes.is_empty() {
             return;
         }
@@ -170,7 +199,7 @@ impl Pipeline {
 
     /// Remembers a full disk when a store error says so: polling pauses until a write succeeds.
     pub fn note_store_error(&self, e: &PipelineError) {
-        if matches!(e, PipelineError::Store(s) if s.is_disk_full()) {
+        if e.store_error().is_some_and(StoreError::is_disk_full) {
             let text = e.to_string();
             if !self.disk_full.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 events::DiskSpace { full: true, error: Some(&text) }.emit();
@@ -209,7 +238,7 @@ impl StreamHandle {
         records: Vec<PageRecord>,
         records_without_id: u64,
         checkpoint: Checkpoint,
-    ) -> Result<IngestOutcome, PipelineError> {
+    ) -> Result<(), PipelineError> {
         self.ingest_page(body, records, records_without_id, Vec::new(), checkpoint).await
     }
 
@@ -220,10 +249,13 @@ impl StreamHandle {
         body: Vec<u8>,
         parsed: crate::sources::record::ParsedBlob,
         checkpoint: Checkpoint,
-    ) -> Result<IngestOutcome, PipelineError> {
+    ) -> Result<(), PipelineError> {
         self.ingest_page(body, parsed.records, parsed.without_id, parsed.throttled, checkpoint).await
     }
 
+    /// Hands the page to the group committer (`commit`) and returns once it is queued: its
+    /// records, dedupe keys and checkpoint then commit in one transaction, or not at all. A
+    /// failed commit is returned by this stream's next ingest, read or `flush`.
     async fn ingest_page(
         &self,
         body: Vec<u8>,
@@ -231,9 +263,8 @@ impl StreamHandle {
         records_without_id: u64,
         throttled: Vec<(usize, String)>,
         checkpoint: Checkpoint,
-    ) -> Result<IngestOutcome, PipelineError> {
+    ) -> Result<(), PipelineError> {
         let checkpoint = self.bounded(checkpoint);
-        let received = records.len();
         let page = IngestPage {
             stream: self.key.id.clone(),
             tenant: self.key.tenant.clone(),
@@ -245,27 +276,13 @@ impl StreamHandle {
             throttled,
         };
         let ttl = self.pipeline.spool.seen_ttl.as_millis() as i64;
-        let out = match self.pipeline.blocking(move |s| s.ingest(&page, ttl, records_without_id)).await {
-            Ok(o) => o,
-            Err(e) => {
-                self.pipeline.note_store_error(&e);
-                return Err(e);
-            }
-        };
-        if out.new_records > 0 {
-            self.pipeline.spooled.send_modify(|v| *v += 1);
-            self.pipeline.check_bytes_limit();
-        }
-        self.pipeline.throttled_mailboxes(&self.key.tenant, &out.throttled);
-        events::RecordsIngested {
-            stream: self.key.labels(),
-            received,
-            new: out.new_records,
-            duplicates: out.duplicates,
-            updates: out.updates,
-        }
-        .emit();
-        Ok(out)
+        self.pipeline.committer.submit(self.key.clone(), page, ttl, records_without_id).await
+    }
+
+    /// Waits until this stream's pages are in the store; fails if any of them could not be
+    /// written since the stream last heard (it must then read its position again).
+    pub async fn flush(&self) -> Result<(), PipelineError> {
+        self.pipeline.committer.flush(Some(&self.key.id)).await
     }
 
     /// INVARIANT: no cursor is stored later than the local clock plus the largest server skew
@@ -290,16 +307,19 @@ impl StreamHandle {
     }
 
     pub async fn cursor(&self) -> Result<Option<String>, PipelineError> {
+        self.flush().await?;
         let id = self.key.id.clone();
         self.pipeline.blocking(move |s| s.cursor(&id)).await
     }
 
     pub async fn pending_blobs(&self) -> Result<Vec<PendingBlob>, PipelineError> {
+        self.flush().await?;
         let id = self.key.id.clone();
         self.pipeline.blocking(move |s| s.pending_blobs(&id)).await
     }
 
     pub async fn blobs_ever_listed(&self) -> Result<i64, PipelineError> {
+        self.flush().await?;
         let id = self.key.id.clone();
         let c = self.pipeline.blocking(move |s| s.ledger_counts(&id)).await?;
         Ok(c.listed + c.fetched + c.expired)

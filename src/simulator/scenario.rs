@@ -23,6 +23,9 @@ pub struct Scenario {
     /// Records across all content types in the history.
     pub history_records: u64,
     pub records_per_blob: u32,
+    /// When above 0, history blobs hold between this many and `records_per_blob` records, as a
+    /// real tenant's trickle of small blobs does.
+    pub records_per_blob_min: u32,
     /// New records per second across all content types after start (0 = none).
     pub live_records_per_sec: f64,
     /// Listing page size before a `NextPageUri` is sent.
@@ -91,6 +94,7 @@ impl Default for Scenario {
             history_days: 2.0,
             history_records: 20_000,
             records_per_blob: 100,
+            records_per_blob_min: 0,
             live_records_per_sec: 0.0,
             page_size: 100,
             late_listing_fraction: 0.0,

@@ -82,13 +82,27 @@ pub struct Tenant {
     pub attack: super::hostile::AttackState,
 }
 
+/// Records in each history blob, oldest first, summing to `history_records`.
+fn blob_sizes(s: &Scenario) -> Vec<u32> {
+    let max = s.records_per_blob.max(1) as u64;
+    let min = if s.records_per_blob_min == 0 { max } else { (s.records_per_blob_min as u64).min(max) };
+    let (mut left, mut out) = (s.history_records, Vec::new());
+    while left > 0 {
+        let n = min + h(&[s.seed, 50, out.len() as u64]) % (max - min + 1);
+        let n = n.min(left);
+        left -= n;
+        out.push(n as u32);
+    }
+    out
+}
+
 impl Tenant {
     pub fn new(scenario: Scenario) -> Tenant {
         let now = Utc::now() + chrono::Duration::seconds(scenario.clock_skew_secs);
         let cts = scenario.content_types.len().max(1);
         let mut blobs = vec![Vec::new(); cts];
-        let per_blob = scenario.records_per_blob.max(1) as u64;
-        let total_blobs = scenario.history_records.div_ceil(per_blob);
+        let sizes = blob_sizes(&scenario);
+        let total_blobs = sizes.len() as u64;
         let span = chrono::Duration::milliseconds((scenario.history_days * 86_400_000.0) as i64);
         let mut subs = HashMap::new();
         if scenario.subscriptions_enabled {
@@ -111,15 +125,13 @@ impl Tenant {
             attack: Default::default(),
             scenario,
         };
-        let mut left = t.scenario.history_records;
-        for i in 0..total_blobs {
+        for (i, n) in sizes.into_iter().enumerate() {
+            let i = i as u64;
             let ct = (i % cts as u64) as usize;
             // Spread over the history, newest last; leave the last minute free of history.
             let frac = i as f64 / total_blobs.max(1) as f64;
             let created = now - span + chrono::Duration::milliseconds((span.num_milliseconds() as f64 * frac) as i64)
                 - chrono::Duration::seconds(60);
-            let n = left.min(per_blob) as u32;
-            left -= n as u64;
             let b = t.make_blob(ct, blobs[ct].len() as u64, created, n);
             blobs[ct].push(b);
         }

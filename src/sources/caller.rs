@@ -39,8 +39,13 @@ impl Pacer {
     }
 
     pub async fn wait_turn(&self) {
+        use governor::clock::Clock;
         let _turn = self.queue.lock().await;
-        self.limiter.until_ready().await;
+        // Waited on tokio's timer: governor's `until_ready` sleeps on futures-timer's own
+        // thread, which cost a cross-thread wake-up per request.
+        while let Err(not_until) = self.limiter.check() {
+            tokio::time::sleep(not_until.wait_time_from(self.limiter.clock().now())).await;
+        }
     }
 }
 

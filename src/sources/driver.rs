@@ -5,7 +5,8 @@
 //! stream's state in `status`, error recording, and how long to sleep before the next cycle.
 //!
 //! INVARIANT: a cycle can be abandoned at any await (shutdown): every durable step inside it is
-//! its own ingest transaction, so a restart repeats work but never skips any.
+//! a page whose records and checkpoint commit together (`pipeline::commit`), so a restart
+//! repeats work but never skips any.
 
 use std::future::Future;
 use std::time::Duration;
@@ -98,10 +99,16 @@ pub async fn run<S: Source>(mut source: S, handle: StreamHandle, pacing: Pacing,
         if !handle.wait_open(&shutdown).await {
             break;
         }
-        let outcome = tokio::select! {
+        let mut outcome = tokio::select! {
             o = source.cycle(&shutdown) => o,
             _ = shutdown.cancelled() => break,
         };
+        // Ingest is group-committed: the cycle succeeded only once what it read is written.
+        if let Err(e) = handle.flush().await
+            && matches!(outcome, Outcome::Done | Outcome::WarmingUp(_))
+        {
+            outcome = Outcome::Retry { after: None, why: format!("what this cycle read could not be stored: {e}") };
+        }
         let (state, pause) = next(&outcome, &pacing, crate::store::now_ms());
         let why = match &outcome {
             Outcome::Done | Outcome::WarmingUp(_) => None,

@@ -81,11 +81,8 @@ pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
         if let Some(m) = throttled_mailbox(&head) {
             throttled.push((records.len(), m));
         }
-        let event_time_ms = head
-            .creation_time
-            .as_deref()
-            .and_then(parse_time_ms)
-            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let own_time = head.creation_time.as_deref().and_then(parse_time_ms);
+        let event_time_ms = own_time.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
         let (key, id) = match head.id {
             Some(id) if !id.is_empty() => (key_for_id(&id), id.into_owned()),
             _ => {
@@ -95,7 +92,7 @@ pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
                 (k, hex::encode(k))
             }
         };
-        records.push(PageRecord { key, id_key: None, id, event_time_ms, raw });
+        records.push(PageRecord { key, id_key: None, id, event_time_ms, key_time_ms: own_time.unwrap_or(0), raw });
     }
     Ok(ParsedBlob { records, without_id, throttled })
 }

@@ -6,6 +6,7 @@
 
 use rusqlite::{Transaction, params};
 
+use super::cached::Cached;
 use super::{Result, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub(super) fn mark(
     detail: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<usize> {
-    tx.execute(
+    tx.run(
         "UPDATE blobs SET state = ?2, record_count = ?3, detail = ?4, done_at = ?5
          WHERE content_id = ?1 AND state = 'listed'",
         params![content_id, state, count, detail, now],

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use rusqlite::{OptionalExtension, params};
 
 use super::blobs::{self, BlobListing};
+use super::cached::Cached;
 use super::{Result, Store, codec, now_ms};
 
 /// What a page moves forward once its records are safely spooled.
@@ -49,6 +50,9 @@ pub struct PageRecord {
     pub id_key: Option<[u8; 16]>,
     pub id: String,
     pub event_time_ms: i64,
+    /// The record's own time as part of its dedupe identity (`seen`): the time it carries, or
+    /// 0 when it carries none (never the collection time, which would differ on a re-delivery).
+    pub key_time_ms: i64,
     pub raw: Range<usize>,
 }
 
@@ -67,110 +71,34 @@ impl Store {
     /// INVARIANT: dedupe keys, spooled records and the cursor move in ONE transaction, so a
     /// crash can replay a page but can never skip one, and a replay is caught by `seen`.
     pub fn ingest(&self, page: &IngestPage, seen_ttl_ms: i64, records_without_id: u64) -> Result<IngestOutcome> {
+        let mut out = self.ingest_many(&[Pending { page, seen_ttl_ms, records_without_id }])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Several pages, of any streams, in ONE transaction (group commit): each page keeps its
+    /// own spool row and checkpoint, so the invariant of `ingest` holds page by page, and a
+    /// failure rolls them all back together.
+    pub fn ingest_many(&self, pages: &[Pending<'_>]) -> Result<Vec<IngestOutcome>> {
         let now = now_ms();
-        let out = self.with_writer(|conn| {
+        let legacy = self.seen_legacy.load(Ordering::Relaxed);
+        let outs = self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            let mut out = IngestOutcome::default();
-            let mut data = Vec::new();
-            {
-                let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO seen(key, expires_at) VALUES (?1, ?2)")?;
-                let mut refresh =
-                    tx.prepare_cached("UPDATE seen SET expires_at = max(expires_at, ?2) WHERE key = ?1")?;
-                let mut mailbox = tx.prepare_cached(
-                    "INSERT INTO throttled_mailboxes(tenant, mailbox, first_ms, last_ms, records) VALUES (?1, ?2, ?3, ?3, 1)
-                     ON CONFLICT(tenant, mailbox) DO UPDATE SET first_ms = min(first_ms, excluded.first_ms),
-                        last_ms = max(last_ms, excluded.last_ms), records = records + 1",
-                )?;
-                let mut throttled = page.throttled.iter().peekable();
-                for (i, rec) in page.records.iter().enumerate() {
-                    let expires = now + seen_ttl_ms;
-                    // Sorted by index: the throttled records of this page, if any, one by one.
-                    let is_throttled = throttled.next_if(|(t, _)| *t == i).map(|(_, m)| m);
-                    if insert.execute(params![&rec.key[..], expires])? == 1 {
-                        codec::encode_into(&mut data, &rec.id, rec.event_time_ms, &page.body[rec.raw.clone()]);
-                        out.new_records += 1;
-                        // Counted once per record: a re-delivered one is a duplicate, not a new signal.
-                        if let Some(m) = is_throttled {
-                            mailbox.execute(params![page.tenant, m, rec.event_time_ms])?;
-                            out.throttled.push(m.clone());
-                        }
-                        if let Some(id_key) = &rec.id_key
-                            && insert.execute(params![&id_key[..], expires])? == 0
-                        {
-                            refresh.execute(params![&id_key[..], expires])?;
-                            out.updates += 1;
-                        }
-                    } else {
-                        // A re-delivery keeps the key alive for another TTL: Microsoft re-sends days later.
-                        refresh.execute(params![&rec.key[..], expires])?;
-                        out.duplicates += 1;
-                    }
-                }
+            let mut outs = Vec::with_capacity(pages.len());
+            for p in pages {
+                outs.push(ingest_page(&tx, p, now, legacy)?);
             }
-            if out.new_records > 0 {
-                let data = codec::compress(&data);
-                tx.execute(
-                    "INSERT INTO spool(stream, tenant, source, name, collected_at, count, bytes, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        page.stream,
-                        page.tenant,
-                        page.source,
-                        page.name,
-                        now,
-                        out.new_records as i64,
-                        data.len() as i64,
-                        data
-                    ],
-                )?;
-                out.spooled_bytes = data.len() as u64;
-            }
-            let (mut expired, mut refused) = (0i64, 0i64);
-            match &page.checkpoint {
-                Checkpoint::None => {}
-                Checkpoint::Cursor(c) => set_cursor(&tx, &page.stream, c, now)?,
-                Checkpoint::BlobsListed { blobs: list, watermark } => {
-                    out.newly_listed = blobs::insert_listed(&tx, &page.stream, list, now)?;
-                    if let Some(w) = watermark {
-                        set_cursor(&tx, &page.stream, w, now)?;
-                    }
-                }
-                Checkpoint::BlobFetched { content_id } => {
-                    blobs::mark(&tx, content_id, "fetched", Some(page.records.len() as i64), None, now)?;
-                }
-                Checkpoint::BlobExpired { content_id, detail } => {
-                    expired = blobs::mark(&tx, content_id, "expired", None, Some(detail), now)? as i64;
-                }
-                Checkpoint::BlobRefused { content_id, detail } => {
-                    refused = blobs::mark(&tx, content_id, "refused", None, Some(detail), now)? as i64;
-                }
-            }
-            tx.execute(
-                "UPDATE streams SET records_total = records_total + ?2, duplicates_total = duplicates_total + ?3,
-                        records_without_id = records_without_id + ?4, blobs_expired = blobs_expired + ?5,
-                        updates_total = updates_total + ?6, blobs_refused = blobs_refused + ?7
-                 WHERE stream = ?1",
-                params![
-                    page.stream,
-                    out.new_records as i64,
-                    out.duplicates as i64,
-                    records_without_id as i64,
-                    expired,
-                    out.updates as i64,
-                    refused
-                ],
-            )?;
             tx.commit()?;
-            Ok(out)
+            Ok(outs)
         })?;
-        self.spool_bytes.fetch_add(out.spooled_bytes, Ordering::Relaxed);
-        Ok(out)
+        let spooled: u64 = outs.iter().map(|o| o.spooled_bytes).sum();
+        self.spool_bytes.fetch_add(spooled, Ordering::Relaxed);
+        Ok(outs)
     }
 
     /// The stored cursor of a stream, if it has one.
     pub fn cursor(&self, stream: &str) -> Result<Option<String>> {
         self.with_writer(|c| {
-            c.query_row("SELECT cursor FROM streams WHERE stream = ?1", [stream], |r| r.get(0))
+            c.one("SELECT cursor FROM streams WHERE stream = ?1", [stream], |r| r.get(0))
                 .optional()
                 .map(|o| o.flatten())
         })
@@ -178,9 +106,157 @@ impl Store {
 }
 
 fn set_cursor(tx: &rusqlite::Transaction<'_>, stream: &str, cursor: &str, now: i64) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE streams SET cursor = ?2, cursor_updated_at = ?3 WHERE stream = ?1",
-        params![stream, cursor, now],
-    )?;
+    tx.run("UPDATE streams SET cursor = ?2, cursor_updated_at = ?3 WHERE stream = ?1", params![stream, cursor, now])?;
     Ok(())
+}
+
+/// One page of a group commit, with what its stream's settings say about it.
+pub struct Pending<'a> {
+    pub page: &'a IngestPage,
+    pub seen_ttl_ms: i64,
+    pub records_without_id: u64,
+}
+
+fn ingest_page(
+    tx: &rusqlite::Transaction<'_>,
+    p: &Pending<'_>,
+    now: i64,
+    legacy: bool,
+) -> rusqlite::Result<IngestOutcome> {
+    let (seen_ttl_ms, records_without_id) = (p.seen_ttl_ms, p.records_without_id);
+    let mut out = IngestOutcome::default();
+    let mut data = Vec::new();
+    {
+        let mut seen = Seen::new(tx, now + seen_ttl_ms, legacy)?;
+        let mut mailbox = tx.prepare_cached(
+            "INSERT INTO throttled_mailboxes(tenant, mailbox, first_ms, last_ms, records) VALUES (?1, ?2, ?3, ?3, 1)
+             ON CONFLICT(tenant, mailbox) DO UPDATE SET first_ms = min(first_ms, excluded.first_ms),
+                last_ms = max(last_ms, excluded.last_ms), records = records + 1",
+        )?;
+        let mut throttled = p.page.throttled.iter().peekable();
+        for (i, rec) in p.page.records.iter().enumerate() {
+            // Sorted by index: the throttled records of this page, if any, one by one.
+            let is_throttled = throttled.next_if(|(t, _)| *t == i).map(|(_, m)| m);
+            if seen.first_sight(rec.key_time_ms, &rec.key)? {
+                codec::encode_into(&mut data, &rec.id, rec.event_time_ms, &p.page.body[rec.raw.clone()]);
+                out.new_records += 1;
+                // Counted once per record: a re-delivered one is a duplicate, not a new signal.
+                if let Some(m) = is_throttled {
+                    mailbox.execute(params![p.page.tenant, m, rec.event_time_ms])?;
+                    out.throttled.push(m.clone());
+                }
+                if let Some(id_key) = &rec.id_key
+                    && !seen.first_sight(rec.key_time_ms, id_key)?
+                {
+                    out.updates += 1;
+                }
+            } else {
+                out.duplicates += 1;
+            }
+        }
+    }
+    if out.new_records > 0 {
+        let data = codec::compress(&data);
+        tx.run(
+            "INSERT INTO spool(stream, tenant, source, name, collected_at, count, bytes, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                p.page.stream,
+                p.page.tenant,
+                p.page.source,
+                p.page.name,
+                now,
+                out.new_records as i64,
+                data.len() as i64,
+                data
+            ],
+        )?;
+        out.spooled_bytes = data.len() as u64;
+    }
+    let (mut expired, mut refused) = (0i64, 0i64);
+    match &p.page.checkpoint {
+        Checkpoint::None => {}
+        Checkpoint::Cursor(c) => set_cursor(tx, &p.page.stream, c, now)?,
+        Checkpoint::BlobsListed { blobs: list, watermark } => {
+            out.newly_listed = blobs::insert_listed(tx, &p.page.stream, list, now)?;
+            if let Some(w) = watermark {
+                set_cursor(tx, &p.page.stream, w, now)?;
+            }
+        }
+        Checkpoint::BlobFetched { content_id } => {
+            blobs::mark(tx, content_id, "fetched", Some(p.page.records.len() as i64), None, now)?;
+        }
+        Checkpoint::BlobExpired { content_id, detail } => {
+            expired = blobs::mark(tx, content_id, "expired", None, Some(detail), now)? as i64;
+        }
+        Checkpoint::BlobRefused { content_id, detail } => {
+            refused = blobs::mark(tx, content_id, "refused", None, Some(detail), now)? as i64;
+        }
+    }
+    tx.run(
+        "UPDATE streams SET records_total = records_total + ?2, duplicates_total = duplicates_total + ?3,
+                records_without_id = records_without_id + ?4, blobs_expired = blobs_expired + ?5,
+                updates_total = updates_total + ?6, blobs_refused = blobs_refused + ?7
+         WHERE stream = ?1",
+        params![
+            p.page.stream,
+            out.new_records as i64,
+            out.duplicates as i64,
+            records_without_id as i64,
+            expired,
+            out.updates as i64,
+            refused
+        ],
+    )?;
+    Ok(out)
+}
+
+/// The dedupe table, as one page's ingest uses it.
+///
+/// A key is the record's own time (8 bytes, big-endian milliseconds; 0 when the record carries
+/// none) followed by its 16-byte identity. Records arrive roughly in time order, so new keys
+/// land on the last pages of the B-tree; random 16-byte keys dirtied a page per record, which
+/// was most of what the daemon wrote on a trickle of small blobs. A duplicate of a record
+/// carries the same time (the reference treats Id and CreationTime together as the identity),
+/// so one exact lookup finds it.
+///
+/// Keys written before schema v5 are the 16 bytes alone. While any may remain (`legacy`), a key
+/// not found in the new form is looked up in the old one too, so an upgrade forwards nothing
+/// twice.
+struct Seen<'t> {
+    insert: rusqlite::CachedStatement<'t>,
+    refresh: rusqlite::CachedStatement<'t>,
+    legacy: bool,
+    expires: i64,
+}
+
+impl<'t> Seen<'t> {
+    fn new(tx: &'t rusqlite::Transaction<'_>, expires: i64, legacy: bool) -> rusqlite::Result<Seen<'t>> {
+        Ok(Seen {
+            insert: tx.prepare_cached("INSERT OR IGNORE INTO seen(key, expires_at) VALUES (?1, ?2)")?,
+            refresh: tx.prepare_cached("UPDATE seen SET expires_at = max(expires_at, ?2) WHERE key = ?1")?,
+            legacy,
+            expires,
+        })
+    }
+
+    /// Records the key; true when it was not known. A known key is kept alive for another TTL:
+    /// Microsoft re-sends days later.
+    fn first_sight(&mut self, time_ms: i64, key: &[u8; 16]) -> rusqlite::Result<bool> {
+        let k = seen_key(time_ms, key);
+        if self.insert.execute(params![&k[..], self.expires])? == 0 {
+            self.refresh.execute(params![&k[..], self.expires])?;
+            return Ok(false);
+        }
+        // The old form is found (and kept alive) by the same refresh.
+        Ok(!self.legacy || self.refresh.execute(params![&key[..], self.expires])? == 0)
+    }
+}
+
+/// The stored form of a dedupe key (see `Seen`).
+pub(super) fn seen_key(time_ms: i64, key: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&(time_ms.max(0) as u64).to_be_bytes());
+    k[8..].copy_from_slice(key);
+    k
 }

@@ -127,6 +127,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (stream, start_ms)
     ) WITHOUT ROWID;
     "#,
+    // v5: dedupe keys lead with the record's own time, so new keys are appended instead of
+    // scattered (store/ingest.rs, `Seen`). Keys already stored keep their 16-byte form, valid
+    // until they expire; the flag says to look them up too until pruning finds none left.
+    r#"
+    INSERT INTO flags(key, value, updated_at)
+        SELECT 'seen_legacy_keys', 'dedupe keys of the pre-v5 form remain', 0 WHERE EXISTS (SELECT 1 FROM seen);
+    "#,
 ];
 
 pub fn known_version() -> i64 {

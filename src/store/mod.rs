@@ -8,6 +8,7 @@
 //! anyway) and short-lived reader connections, which WAL mode lets run beside the writer.
 
 mod blobs;
+mod cached;
 pub mod codec;
 mod deadletter;
 mod ingest;
@@ -21,7 +22,7 @@ mod streams;
 
 pub use blobs::{BlobListing, LedgerCounts, PendingBlob};
 pub use deadletter::{DeadLetter, DeadLetterCount, DeadLetterSelector};
-pub use ingest::{Checkpoint, IngestOutcome, IngestPage, PageRecord};
+pub use ingest::{Checkpoint, IngestOutcome, IngestPage, PageRecord, Pending};
 pub use space::{Usage, free_bytes};
 pub use spool::{SinkBacklog, SpoolRow, SpoolSize};
 pub use state::StreamState;
@@ -70,6 +71,8 @@ pub struct Store {
     checkpointer: Mutex<Connection>,
     /// Bytes held in the spool, kept in memory so the ingest path checks the limit without a query.
     spool_bytes: AtomicU64,
+    /// Dedupe keys of the pre-v5 form may remain: ingest looks them up too (`ingest::Seen`).
+    seen_legacy: std::sync::atomic::AtomicBool,
     /// Tests only: every write fails as on a full disk.
     disk_full_injected: std::sync::atomic::AtomicBool,
 }
@@ -95,9 +98,12 @@ impl Store {
             writer: Mutex::new(conn),
             checkpointer: Mutex::new(checkpointer),
             spool_bytes: AtomicU64::new(0),
+            seen_legacy: Default::default(),
             disk_full_injected: Default::default(),
             path,
         };
+        let legacy = store.flag(prune::SEEN_LEGACY_FLAG)?.is_some();
+        store.seen_legacy.store(legacy, Ordering::Relaxed);
         let size = store.spool_size()?;
         store.spool_bytes.store(size.bytes, Ordering::Relaxed);
         Ok(store)
@@ -181,6 +187,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
 fn configure(conn: &Connection, path: &Path, writer: bool) -> Result<()> {
     let r = (|| {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.set_prepared_statement_cache_capacity(cached::CAPACITY);
         if writer {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             // NORMAL in WAL mode never corrupts; a power cut may roll back the last transactions,

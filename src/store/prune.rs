@@ -7,10 +7,13 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::params;
 
+use super::cached::Cached;
 use super::{Result, Store};
 
 const SPOOL_CHUNK: i64 = 256;
 const SEEN_CHUNK: i64 = 20_000;
+/// Set by migration v5 while dedupe keys of the old form may remain (see `ingest::Seen`).
+pub(super) const SEEN_LEGACY_FLAG: &str = "seen_legacy_keys";
 
 impl Store {
     /// Deletes spool rows that every configured sink has delivered. Returns rows deleted.
@@ -19,7 +22,7 @@ impl Store {
         loop {
             let (rows, bytes) = self.with_writer(|c| {
                 // A spool row is deletable once every sink's offset has moved past it.
-                let min: Option<i64> = c.query_row("SELECT MIN(seq) FROM sink_offsets", [], |r| r.get(0))?;
+                let min: Option<i64> = c.one("SELECT MIN(seq) FROM sink_offsets", [], |r| r.get(0))?;
                 let Some(min) = min else { return Ok((0u64, 0u64)) };
                 let mut stmt = c.prepare_cached(
                     "DELETE FROM spool WHERE seq IN (SELECT seq FROM spool WHERE seq < ?1 ORDER BY seq LIMIT ?2)
@@ -48,13 +51,13 @@ impl Store {
         let mut total = 0u64;
         loop {
             let (deleted, last) = self.with_writer(|c| {
-                let last: Option<Vec<u8>> = c.query_row(
+                let last: Option<Vec<u8>> = c.one(
                     "SELECT max(key) FROM (SELECT key FROM seen WHERE key > ?1 ORDER BY key LIMIT ?2)",
                     params![after, SEEN_CHUNK],
                     |r| r.get(0),
                 )?;
                 let Some(last) = last else { return Ok((0u64, None)) };
-                let n = c.execute(
+                let n = c.run(
                     "DELETE FROM seen WHERE key > ?1 AND key <= ?2 AND expires_at < ?3",
                     params![after, last, now_ms],
                 )?;
@@ -63,16 +66,26 @@ impl Store {
             total += deleted;
             match last {
                 Some(l) => after = l,
-                None => return Ok(total),
+                None => break,
             }
         }
+        if self.seen_legacy.load(Ordering::Relaxed) {
+            let left: bool = self
+                .with_writer(|c| c.one("SELECT EXISTS(SELECT 1 FROM seen WHERE length(key) = 16)", [], |r| r.get(0)))?;
+            if !left {
+                self.set_flag(SEEN_LEGACY_FLAG, None)?;
+                self.seen_legacy.store(false, Ordering::Relaxed);
+                tracing::info!("the last dedupe key of the pre-v5 form expired; ingest looks up one form only");
+            }
+        }
+        Ok(total)
     }
 
     /// Forgets settled ledger rows whose content Microsoft has itself expired, so the ledger
     /// stays bounded; an id that can no longer be listed cannot be fetched twice.
     pub fn prune_blobs(&self, older_than_ms: i64) -> Result<u64> {
         self.with_writer(|c| {
-            c.execute(
+            c.run(
                 "DELETE FROM blobs WHERE state <> 'listed' AND content_expiration_ms IS NOT NULL
                  AND content_expiration_ms < ?1",
                 [older_than_ms],
@@ -82,12 +95,12 @@ impl Store {
     }
 
     pub fn seen_count(&self) -> Result<i64> {
-        self.with_writer(|c| c.query_row("SELECT count(*) FROM seen", [], |r| r.get(0)))
+        self.with_writer(|c| c.one("SELECT count(*) FROM seen", [], |r| r.get(0)))
     }
 
     /// Incremental WAL checkpoint, run on its own connection so it never holds the writer.
     pub fn checkpoint_wal(&self) -> Result<()> {
         let c = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
-        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(|e| super::sqlerr(&self.path, e))
+        c.one("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(|e| super::sqlerr(&self.path, e))
     }
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use super::cached::Cached;
 use super::{Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,10 +45,10 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 impl Store {
     pub fn usage(&self) -> Result<Usage> {
         let (pages, free_pages, page_size, dead): (i64, i64, i64, i64) = self.with_writer(|c| {
-            let p = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-            let f = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-            let s = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-            let d = c.query_row("SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letter", [], |r| r.get(0))?;
+            let p = c.one("PRAGMA page_count", [], |r| r.get(0))?;
+            let f = c.one("PRAGMA freelist_count", [], |r| r.get(0))?;
+            let s = c.one("PRAGMA page_size", [], |r| r.get(0))?;
+            let d = c.one("SELECT COALESCE(SUM(length(raw)), 0) FROM dead_letter", [], |r| r.get(0))?;
             Ok((p, f, s, d))
         })?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -61,7 +62,7 @@ impl Store {
     /// A small write that needs the disk: whether the store can take writes again.
     pub fn probe_write(&self) -> Result<()> {
         self.with_writer(|c| {
-            c.execute(
+            c.run(
                 "INSERT INTO flags(key, value, updated_at) VALUES ('write_probe', '', ?1)
                  ON CONFLICT(key) DO UPDATE SET updated_at = excluded.updated_at",
                 [super::now_ms()],

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::cached::Cached;
 use super::{Result, Store, codec, now_ms, sqlerr};
 
 #[derive(Debug, Clone)]
@@ -102,9 +103,9 @@ impl Store {
     pub fn ensure_sinks(&self, sinks: &[String]) -> Result<Vec<String>> {
         self.with_writer(|c| {
             let tx = c.transaction()?;
-            let start: i64 = tx.query_row("SELECT COALESCE(MIN(seq), 0) FROM spool", [], |r| r.get(0))?;
+            let start: i64 = tx.one("SELECT COALESCE(MIN(seq), 0) FROM spool", [], |r| r.get(0))?;
             for s in sinks {
-                tx.execute("INSERT OR IGNORE INTO sink_offsets(sink, seq, idx) VALUES (?1, ?2, 0)", params![s, start])?;
+                tx.run("INSERT OR IGNORE INTO sink_offsets(sink, seq, idx) VALUES (?1, ?2, 0)", params![s, start])?;
             }
             let names: Vec<String> = {
                 let mut stmt = tx.prepare("SELECT sink FROM sink_offsets ORDER BY sink")?;
@@ -123,14 +124,14 @@ impl Store {
             let known: Vec<String> = self.backlogs()?.into_iter().map(|b| b.sink).collect();
             return Err(super::StoreError::UnknownSink(sink.to_string(), known.join(", ")));
         };
-        self.with_writer(|c| c.execute("DELETE FROM sink_offsets WHERE sink = ?1", [sink]))?;
+        self.with_writer(|c| c.run("DELETE FROM sink_offsets WHERE sink = ?1", [sink]))?;
         Ok(b.records)
     }
 
     /// The next record a sink must receive: spool row `seq`, record index `idx` within it.
     pub fn sink_offset(&self, sink: &str) -> Result<(i64, i64)> {
         self.with_writer(|c| {
-            c.query_row("SELECT seq, idx FROM sink_offsets WHERE sink = ?1", [sink], |r| Ok((r.get(0)?, r.get(1)?)))
+            c.one("SELECT seq, idx FROM sink_offsets WHERE sink = ?1", [sink], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map(|o| o.unwrap_or((0, 0)))
         })
@@ -140,7 +141,7 @@ impl Store {
     /// the database under us, and is an error rather than a silent no-op.
     pub fn commit_offset(&self, sink: &str, seq: i64, idx: i64, delivered: i64) -> Result<()> {
         let changed = self.with_writer(|c| {
-            c.execute(
+            c.run(
                 "UPDATE sink_offsets SET seq = ?2, idx = ?3, delivered_total = delivered_total + ?4,
                         last_success_at = ?5, last_error = NULL
                  WHERE sink = ?1",
@@ -155,7 +156,7 @@ impl Store {
 
     pub fn record_sink_error(&self, sink: &str, error: &str) -> Result<()> {
         self.with_writer(|c| {
-            c.execute(
+            c.run(
                 "UPDATE sink_offsets SET last_error = ?2, last_error_at = ?3 WHERE sink = ?1",
                 params![sink, error, now_ms()],
             )
@@ -173,18 +174,14 @@ impl Store {
 }
 
 pub(super) fn size(c: &Connection) -> rusqlite::Result<SpoolSize> {
-    c.query_row(
-        "SELECT count(*), COALESCE(SUM(count), 0), COALESCE(SUM(bytes), 0), MIN(collected_at) FROM spool",
-        [],
-        |r| {
-            Ok(SpoolSize {
-                rows: r.get(0)?,
-                records: r.get(1)?,
-                bytes: r.get::<_, i64>(2)? as u64,
-                oldest_collected_at: r.get(3)?,
-            })
-        },
-    )
+    c.one("SELECT count(*), COALESCE(SUM(count), 0), COALESCE(SUM(bytes), 0), MIN(collected_at) FROM spool", [], |r| {
+        Ok(SpoolSize {
+            rows: r.get(0)?,
+            records: r.get(1)?,
+            bytes: r.get::<_, i64>(2)? as u64,
+            oldest_collected_at: r.get(3)?,
+        })
+    })
 }
 
 pub(super) fn backlogs(c: &Connection) -> rusqlite::Result<Vec<SinkBacklog>> {

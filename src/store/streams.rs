@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::blobs::{LedgerCounts, ledger_counts};
+use super::cached::Cached;
 use super::state::StreamState;
 use super::{Result, Store, now_ms};
 
@@ -60,7 +61,7 @@ impl Store {
     /// Registers a stream so its counters and status have a row; idempotent.
     pub fn register_stream(&self, stream: &str, tenant: &str, source: &str, name: &str) -> Result<()> {
         self.with_writer(|c| {
-            c.execute(
+            c.run(
                 "INSERT OR IGNORE INTO streams(stream, tenant, source, name) VALUES (?1, ?2, ?3, ?4)",
                 params![stream, tenant, source, name],
             )
@@ -71,14 +72,14 @@ impl Store {
     /// How long Microsoft keeps this stream's data: what the retention headroom is counted against.
     pub fn set_stream_retention(&self, stream: &str, retention_secs: i64) -> Result<()> {
         self.with_writer(|c| {
-            c.execute("UPDATE streams SET retention_secs = ?2 WHERE stream = ?1", params![stream, retention_secs])
+            c.run("UPDATE streams SET retention_secs = ?2 WHERE stream = ?1", params![stream, retention_secs])
                 .map(|_| ())
         })
     }
 
     pub fn set_stream_state(&self, stream: &str, state: &StreamState) -> Result<()> {
         self.with_writer(|c| {
-            c.execute(
+            c.run(
                 "UPDATE streams SET state = ?2, state_detail = ?3, state_until = ?4 WHERE stream = ?1",
                 params![stream, state.name(), state.detail(), state.until_ms()],
             )
@@ -99,7 +100,7 @@ impl Store {
                     |r| r.get(0),
                 )
                 .optional()?;
-            tx.execute(
+            tx.run(
                 "INSERT INTO gaps(stream, start_ms, end_ms, noted_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(stream, start_ms) DO UPDATE SET end_ms = max(end_ms, excluded.end_ms)",
                 params![stream, start_ms, end_ms, now_ms()],
@@ -111,14 +112,13 @@ impl Store {
 
     pub fn record_stream_success(&self, stream: &str) -> Result<()> {
         self.with_writer(|c| {
-            c.execute("UPDATE streams SET last_success_at = ?2 WHERE stream = ?1", params![stream, now_ms()])
-                .map(|_| ())
+            c.run("UPDATE streams SET last_success_at = ?2 WHERE stream = ?1", params![stream, now_ms()]).map(|_| ())
         })
     }
 
     pub fn record_stream_error(&self, stream: &str, error: &str) -> Result<()> {
         self.with_writer(|c| {
-            c.execute(
+            c.run(
                 "UPDATE streams SET last_error = ?2, last_error_at = ?3 WHERE stream = ?1",
                 params![stream, error, now_ms()],
             )
@@ -128,7 +128,7 @@ impl Store {
 
     pub fn record_subscription_started(&self, stream: &str) -> Result<()> {
         self.with_writer(|c| {
-            c.execute("UPDATE streams SET subscription_started_at = ?2 WHERE stream = ?1", params![stream, now_ms()])
+            c.run("UPDATE streams SET subscription_started_at = ?2 WHERE stream = ?1", params![stream, now_ms()])
                 .map(|_| ())
         })
     }
@@ -136,7 +136,7 @@ impl Store {
     /// When auditkeeper started this stream's subscription, if it did.
     pub fn subscription_started_at(&self, stream: &str) -> Result<Option<i64>> {
         self.with_writer(|c| {
-            c.query_row("SELECT subscription_started_at FROM streams WHERE stream = ?1", [stream], |r| r.get(0))
+            c.one("SELECT subscription_started_at FROM streams WHERE stream = ?1", [stream], |r| r.get(0))
                 .optional()
                 .map(|o| o.flatten())
         })
@@ -157,12 +157,12 @@ impl Store {
     pub fn set_flag(&self, key: &str, value: Option<&str>) -> Result<()> {
         self.with_writer(|c| {
             match value {
-                Some(v) => c.execute(
+                Some(v) => c.run(
                     "INSERT INTO flags(key, value, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                     params![key, v, now_ms()],
                 )?,
-                None => c.execute("DELETE FROM flags WHERE key = ?1", [key])?,
+                None => c.run("DELETE FROM flags WHERE key = ?1", [key])?,
             };
             Ok(())
         })
@@ -240,5 +240,5 @@ pub(super) fn throttled_mailboxes(c: &Connection) -> rusqlite::Result<Vec<Thrott
 }
 
 pub(super) fn get_flag(c: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    c.query_row("SELECT value FROM flags WHERE key = ?1", [key], |r| r.get(0)).optional()
+    c.one("SELECT value FROM flags WHERE key = ?1", [key], |r| r.get(0)).optional()
 }

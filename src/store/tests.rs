@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::sources::record::key_for_id;
+use rusqlite::params;
 
 fn page(stream: &str, ids: &[&str], checkpoint: Checkpoint) -> IngestPage {
     let mut body = Vec::new();
@@ -15,6 +16,7 @@ fn page(stream: &str, ids: &[&str], checkpoint: Checkpoint) -> IngestPage {
             id_key: None,
             id: id.to_string(),
             event_time_ms: 1,
+            key_time_ms: 1,
             raw: start..body.len(),
         });
     }
@@ -182,4 +184,48 @@ fn a_throttled_mailbox_is_kept_once_per_record_and_a_redelivery_does_not_count_a
         (m[0].mailbox.as_str(), m[0].first_ms, m[0].last_ms, m[0].records),
         ("ceo@contoso.com", 1_000, 5_000, 2)
     );
+}
+
+/// A database from before v5 holds 16-byte keys: after the upgrade, a re-delivery of such a
+/// record is still a duplicate, and once pruning finds no old key left, the extra lookup stops.
+#[test]
+fn dedupe_keys_of_the_old_form_still_catch_duplicates_after_the_upgrade() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(d.path()).unwrap();
+        s.register_stream("s", "t", "management", "Audit.Exchange").unwrap();
+        // As v4 stored them: the bare 16 bytes, and no flag yet.
+        s.with_writer(|c| {
+            c.execute(
+                "INSERT INTO seen(key, expires_at) VALUES (?1, ?2)",
+                params![&key_for_id("old")[..], now_ms() + TTL],
+            )?;
+            c.execute("INSERT INTO seen(key, expires_at) VALUES (?1, 1)", params![&key_for_id("gone")[..]])?;
+            c.execute("PRAGMA user_version = 4", [])
+        })
+        .unwrap();
+    }
+    let s = Store::open(d.path()).unwrap();
+    assert!(s.flag(prune::SEEN_LEGACY_FLAG).unwrap().is_some(), "the migration notes the old keys");
+    let out = s.ingest(&page("s", &["old", "new"], Checkpoint::None), TTL, 0).unwrap();
+    assert_eq!((out.new_records, out.duplicates), (1, 1), "the old-form key is found");
+    assert_eq!(s.spool_size().unwrap().records, 1);
+    // `gone` expired; `old` is still alive, so the lookup stays.
+    s.prune_seen(now_ms()).unwrap();
+    assert!(s.flag(prune::SEEN_LEGACY_FLAG).unwrap().is_some());
+    s.prune_seen(now_ms() + 2 * TTL).unwrap();
+    assert!(s.flag(prune::SEEN_LEGACY_FLAG).unwrap().is_none(), "no old key left: the flag goes");
+    let out = s.ingest(&page("s", &["new"], Checkpoint::None), TTL, 0).unwrap();
+    assert_eq!(out.new_records, 1, "every key expired, so the record is new again");
+}
+
+/// Keys lead with the record's time: the same id at another time is another record, and the
+/// keys of records in time order are stored in that order.
+#[test]
+fn dedupe_keys_lead_with_the_records_own_time() {
+    let a = ingest::seen_key(2, &key_for_id("x"));
+    let b = ingest::seen_key(1_000, &key_for_id("a"));
+    assert!(a < b, "ordered by time first");
+    assert_eq!(&a[8..], &key_for_id("x")[..]);
+    assert_eq!(ingest::seen_key(-5, &key_for_id("x"))[..8], [0u8; 8], "a time before 1970 is 0");
 }

@@ -32,7 +32,7 @@ pub struct FileSinkSettings {
 }
 
 pub const BATCH: BatchDefaults =
-    BatchDefaults { records: 5000, bytes: 16 << 20, hard_bytes: 1 << 30, linger: Duration::ZERO };
+    BatchDefaults { records: 5000, bytes: 16 << 20, hard_bytes: 1 << 30, linger: Duration::from_secs(1) };
 
 pub fn validate(is: &mut Issues, prefix: &str, f: &FileSinkConfig, archive: bool) -> Option<FileSinkSettings> {
     let p = |k: &str| format!("{prefix}.{k}");

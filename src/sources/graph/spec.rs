@@ -211,6 +211,12 @@ pub const SPECS: &[StreamSpec] = &[
 ];
 
 impl StreamSpec {
+    /// Whether a record keeps its `time_field` when Microsoft updates it (`lastUpdated...`
+    /// fields move): only then is that time part of the record's dedupe identity.
+    pub fn time_is_stable(&self) -> bool {
+        !self.time_field.starts_with("lastUpdate")
+    }
+
     /// The retention the headroom is counted against. Without P1/P2 Entra keeps audit logs 7
     /// days, so the audit streams that do not need P1/P2 assume the shorter one: a P1/P2 tenant
     /// only has more headroom than shown, never less.

@@ -141,14 +141,14 @@ impl GraphStream {
             for r in ranges {
                 let v: serde_json::Value =
                     serde_json::from_slice(&reply.body[r.clone()]).map_err(|e| retry(e.to_string()))?;
-                let event_time_ms = v
-                    .get(self.spec.time_field)
-                    .and_then(|t| t.as_str())
-                    .and_then(parse_time_ms)
-                    .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                let own_time = v.get(self.spec.time_field).and_then(|t| t.as_str()).and_then(parse_time_ms);
+                let event_time_ms = own_time.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                // A time Microsoft moves on update cannot be part of the identity that says
+                // "seen before, so this is an update": those records' keys go without it.
+                let key_time_ms = if self.spec.time_is_stable() { own_time.unwrap_or(0) } else { 0 };
                 match protocol::record_keys(&v, self.spec.id_fields) {
                     Some((key, id_key, id)) => {
-                        records.push(PageRecord { key, id_key: Some(id_key), id, event_time_ms, raw: r })
+                        records.push(PageRecord { key, id_key: Some(id_key), id, event_time_ms, key_time_ms, raw: r })
                     }
                     None => {
                         // No id: dedupe on content alone, so it is still delivered once.
@@ -156,7 +156,14 @@ impl GraphStream {
                         let mut c = String::new();
                         protocol::canonical(&v, &mut c);
                         let key = crate::sources::record::hash16(&[b"graph-noid", c.as_bytes()]);
-                        records.push(PageRecord { key, id_key: None, id: hex::encode(key), event_time_ms, raw: r });
+                        records.push(PageRecord {
+                            key,
+                            id_key: None,
+                            id: hex::encode(key),
+                            event_time_ms,
+                            key_time_ms,
+                            raw: r,
+                        });
                     }
                 }
             }

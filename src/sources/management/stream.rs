@@ -211,7 +211,8 @@ impl ManagementStream {
         if let Action::WriteOff(detail) = protocol::next_action(&mut Attempts::default(), event, self.now_ms()) {
             return self.write_off(&b, detail, false).await;
         }
-        // Held until the records are spooled, so memory is bounded per tenant.
+        // Held until the page is handed to ingest, whose queue is bounded in bytes: memory
+        // stays bounded per tenant.
         let _slot = self.client.fetch_slots.acquire().await.map_err(|e| ApiError::Transient(e.to_string()))?;
         let body = match self.client.fetch_blob(&b.content_uri).await {
             Ok(body) => body,
