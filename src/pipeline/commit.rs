@@ -67,14 +67,15 @@ struct Queue {
     bytes: usize,
     /// Answered once every page queued before them was committed or dropped.
     flushes: Vec<oneshot::Sender<()>>,
-    /// Pages taken by the task and not yet committed or dropped.
-    in_flight: usize,
+    /// The task took a batch and has not committed or dropped it yet.
+    committing: bool,
+    /// The task ended (the pipeline was dropped, or it panicked): nothing more is written.
     closed: bool,
 }
 
 impl Queue {
     fn due(&self) -> bool {
-        !self.flushes.is_empty() || self.records >= BATCH_RECORDS || self.bytes >= BATCH_BYTES || self.closed
+        !self.flushes.is_empty() || self.records >= BATCH_RECORDS || self.bytes >= BATCH_BYTES
     }
 }
 
@@ -154,6 +155,9 @@ impl Committer {
         let job = Job { seq, key, page, ttl_ms, without_id, _room: room };
         let wake = {
             let mut q = self.shared.queue();
+            if q.closed {
+                return Err(stopped());
+            }
             let first = q.jobs.is_empty();
             q.jobs.push(job);
             q.records += records;
@@ -171,7 +175,10 @@ impl Committer {
     pub(super) async fn flush(&self, stream: Option<&str>) -> Result<(), PipelineError> {
         let wait = {
             let mut q = self.shared.queue();
-            (!q.jobs.is_empty() || q.in_flight > 0).then(|| {
+            if q.closed {
+                return Err(stopped());
+            }
+            (!q.jobs.is_empty() || q.committing).then(|| {
                 let (done, wait) = oneshot::channel();
                 q.flushes.push(done);
                 wait
@@ -179,7 +186,8 @@ impl Committer {
         };
         if let Some(wait) = wait {
             self.shared.wake.notify_one();
-            let _ = wait.await;
+            // Dropped unanswered only when the task ended with the pages unwritten.
+            wait.await.map_err(|_| stopped())?;
         }
         match stream {
             Some(s) => self.take_failure(s),
@@ -207,7 +215,25 @@ impl Drop for Committer {
     }
 }
 
+/// Sources hear that nothing is written any more, rather than waiting on a flush for ever.
+fn stopped() -> PipelineError {
+    PipelineError::Join("the group committer stopped; what was not written is read again at the next start".into())
+}
+
+/// Marks the queue closed however the task ends (a panic included) and drops the flushes it
+/// would have answered, so their waiters get `stopped()`.
+struct Closing(Arc<Shared>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let mut q = self.0.queue();
+        q.closed = true;
+        q.flushes.clear();
+    }
+}
+
 async fn run(pipeline: Weak<Pipeline>, shared: Arc<Shared>) {
+    let _closing = Closing(shared.clone());
     loop {
         shared.wake.notified().await;
         // The first page of a batch is here: wait up to LINGER for company.
@@ -222,7 +248,7 @@ async fn run(pipeline: Weak<Pipeline>, shared: Arc<Shared>) {
                     break (Vec::new(), Vec::new());
                 }
                 if q.due() || tokio::time::Instant::now() >= deadline {
-                    q.in_flight = q.jobs.len();
+                    q.committing = true;
                     (q.records, q.bytes) = (0, 0);
                     break (std::mem::take(&mut q.jobs), std::mem::take(&mut q.flushes));
                 }
@@ -236,7 +262,7 @@ async fn run(pipeline: Weak<Pipeline>, shared: Arc<Shared>) {
         if !jobs.is_empty() {
             commit(&p, jobs).await;
         }
-        shared.queue().in_flight = 0;
+        shared.queue().committing = false;
         for f in flushes {
             let _ = f.send(());
         }

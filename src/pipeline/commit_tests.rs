@@ -121,3 +121,25 @@ async fn pages_sent_before_the_stream_was_told_are_dropped() {
     assert!(!f.admits(&job(9, "A")), "sent before it was told");
     assert!(f.admits(&job(10, "A")), "sent after");
 }
+
+/// If the commit task ends (here: its pipeline is gone), a flush fails and so does the next
+/// ingest, instead of waiting for ever: the streams show the error and retry.
+#[tokio::test]
+async fn when_the_commit_task_is_gone_flush_and_ingest_fail_instead_of_hanging() {
+    let c = super::Committer::start(std::sync::Weak::new());
+    let key = StreamKey::new("t", "management", "Audit.Exchange");
+    let page = || crate::store::IngestPage {
+        stream: key.id.clone(),
+        tenant: "t".into(),
+        source: "management".into(),
+        name: "Audit.Exchange".into(),
+        body: b"[]".to_vec(),
+        records: Vec::new(),
+        checkpoint: Checkpoint::Cursor("c".into()),
+        throttled: Vec::new(),
+    };
+    c.submit(key.clone(), page(), 0, 0).await.unwrap();
+    let flushed = tokio::time::timeout(Duration::from_secs(10), c.flush(Some(&key.id))).await;
+    assert!(flushed.expect("flush returned").unwrap_err().to_string().contains("committer stopped"));
+    assert!(c.submit(key.clone(), page(), 0, 0).await.unwrap_err().to_string().contains("committer stopped"));
+}

@@ -217,7 +217,7 @@ fn ingest_page(
 /// none) followed by its 16-byte identity. Records arrive roughly in time order, so new keys
 /// land on the last pages of the B-tree; random 16-byte keys dirtied a page per record, which
 /// was most of what the daemon wrote on a trickle of small blobs. A duplicate of a record
-/// carries the same time (the reference treats Id and CreationTime together as the identity),
+/// carries the same time (the reference suggests Id and CreationTime together as the identity),
 /// so one exact lookup finds it.
 ///
 /// Keys written before schema v5 are the 16 bytes alone. While any may remain (`legacy`), a key
