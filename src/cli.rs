@@ -1,4 +1,4 @@
-//! Command line: `run`, `validate`, `status`, `dead-letter`, `archive`, `demo`, `simulate`.
+//! Command line: `run`, `validate`, `status`, `backfill`, `dead-letter`, `archive`, `demo`, `simulate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +50,9 @@ enum Cmd {
         /// The sink's name, as `status` shows it.
         name: String,
     },
+    /// Backfill a tenant from the unified audit log (up to 180 days; a year with Audit Premium).
+    /// The running daemon does the work; this registers the job and shows its progress.
+    Backfill(crate::backfill_cmd::Args),
     /// Records a receiver refused for good: list them, queue them for redelivery, or delete them.
     DeadLetter {
         #[command(subcommand)]
@@ -142,6 +145,10 @@ pub fn main() -> ExitCode {
         Cmd::Healthcheck { url } => healthcheck(&url),
         Cmd::Run { config } => run(&config),
         Cmd::DeadLetter { action } => dead_letter(action),
+        Cmd::Backfill(args) => match settings(&args.config) {
+            Ok(s) => crate::backfill_cmd::main(&s, &args),
+            Err(code) => code,
+        },
         Cmd::ForgetSink { config, name } => forget_sink(&config, &name),
         Cmd::Archive { action: ArchiveCmd::Verify { dir } } => archive_verify(&dir),
         #[cfg(feature = "simulator")]

@@ -16,6 +16,7 @@ use crate::health::{DaemonHealth, Expected};
 use crate::pipeline::shutdown::Shutdown;
 use crate::pipeline::{Pipeline, StreamKey, forwarder::Forwarder, maintenance};
 use crate::sinks;
+use crate::sources::audit_query::{self, AuditQueryClient, AuditQueryStream};
 use crate::sources::driver::{self, Pacing};
 use crate::sources::graph::config::RECHECK_UNAVAILABLE;
 use crate::sources::graph::{GraphClient, GraphStream};
@@ -38,6 +39,9 @@ pub enum DaemonError {
     #[error(transparent)]
     Pipeline(#[from] crate::pipeline::PipelineError),
 }
+
+/// Audit (Standard) keeps the unified audit log 180 days.
+const AUDIT_LOG_RETENTION: std::time::Duration = std::time::Duration::from_secs(180 * 86_400);
 
 /// A task that ended before the daemon asked it to.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +205,24 @@ impl Daemon {
                     sources.spawn(name, driver::run(s, handle, pacing, shutdown.stop_token().clone()));
                 }
             }
+        }
+        for t in &settings.tenants {
+            let Some(a) = &t.audit_query else { continue };
+            let client = Arc::new(AuditQueryClient::new(
+                http.clone(),
+                ctx.auth[&t.name].clone(),
+                &t.endpoints.graph,
+                a.api_version,
+                a.requests_per_second,
+                settings.http.body_limits(),
+            ));
+            let key = StreamKey::new(&t.name, audit_query::SOURCE, audit_query::NAME);
+            let handle = pipeline.stream(key, AUDIT_LOG_RETENTION).await?;
+            // Not in `expected`: a backfill waiting hours on Microsoft is no reason to be unready.
+            let pacing = Pacing::new(a.poll_interval, RECHECK_UNAVAILABLE);
+            let s = AuditQueryStream::new(client, handle.clone(), a.clone());
+            let name = format!("stream {}", handle.key.id);
+            sources.spawn(name, driver::run(s, handle, pacing, shutdown.stop_token().clone()));
         }
         tracing::info!(streams = sources.set.len(), sinks = settings.sinks.len(), "collector started");
         let t = settings.telemetry;

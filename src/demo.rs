@@ -23,6 +23,8 @@ pub struct ConfigExtras {
     pub extra_sinks: String,
     /// Lines of `[telemetry]`; empty means no listener.
     pub telemetry: String,
+    /// Lines of `[tenants.audit_query]`; empty leaves the table out (backfill on, no job).
+    pub audit_query: String,
 }
 
 /// Writes a config that points every endpoint at the simulator.
@@ -70,6 +72,7 @@ overlap = "1h"
 
 [tenants.graph]
 {graph}
+{audit_query}
 
 [[sinks]]
 type = "file"
@@ -93,6 +96,11 @@ path = "{records}"
         spool = extras.spool,
         telemetry =
             if extras.telemetry.is_empty() { String::new() } else { format!("[telemetry]\n{}", extras.telemetry) },
+        audit_query = if extras.audit_query.is_empty() {
+            String::new()
+        } else {
+            format!("[tenants.audit_query]\n{}", extras.audit_query)
+        },
         graph = if extras.graph.is_empty() { "enabled = false" } else { extras.graph.as_str() },
     );
     let path = dir.join("auditkeeper.toml");

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backfill_cmd;
 pub mod cli;
 pub mod common;
 pub mod config;

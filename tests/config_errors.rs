@@ -61,7 +61,7 @@ fn a_good_config_validates_and_each_mistake_names_its_key() {
     let good = base(dir);
     let (ok, out) = validate(dir, &good);
     assert!(ok, "{out}");
-    assert!(out.contains("OK (1 tenants, 13 streams, 1 sinks)"), "{out}");
+    assert!(out.contains("OK (1 tenants, 14 streams, 1 sinks)"), "{out}");
 
     let missing = dir.join("nope.toml");
     let out =

@@ -282,7 +282,8 @@ async fn dates_from_the_future_never_move_a_cursor_past_now_and_nothing_is_misse
     assert_exactly_once(&h.sim.tenant.truth().ids, &got);
     let store = auditkeeper::store::Store::open_read_only(&h.state_dir()).unwrap();
     let limit = chrono::Utc::now() + chrono::Duration::hours(1);
-    for s in store.streams().unwrap() {
+    // The backfill stream keeps its place in its windows, not in a cursor.
+    for s in store.streams().unwrap().into_iter().filter(|s| s.source != "audit_query") {
         let c = auditkeeper::sources::window::parse_cursor(s.cursor.as_deref().unwrap()).unwrap();
         assert!(c <= limit, "{} cursor {c} is in the future", s.stream);
     }

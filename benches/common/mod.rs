@@ -22,6 +22,7 @@ pub fn exchange_page(tenant: &str, p: u64, per_page: u64, event_time_ms: i64) ->
             event_time_ms,
             key_time_ms: event_time_ms,
             raw: start..body.len(),
+            envelope: None,
         });
     }
     IngestPage {

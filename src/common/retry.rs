@@ -28,6 +28,16 @@ impl RetryPolicy {
         retry_after_cap: Duration::from_secs(15 * 60),
     };
 
+    /// Backfill calls: fewer, shorter retries. A records page that keeps failing is cured by
+    /// splitting its window (users report HTTP 500 past about 20,000 records of one query), not
+    /// by minutes of retrying the same page.
+    pub const BACKFILL: RetryPolicy = RetryPolicy {
+        min_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(5),
+        max_attempts: Some(2),
+        retry_after_cap: Duration::from_secs(15 * 60),
+    };
+
     /// Sink sends: forever, because the records wait safely in the spool meanwhile.
     pub const SINK: RetryPolicy = RetryPolicy {
         min_delay: Duration::from_millis(200),

@@ -26,6 +26,23 @@ pub struct Endpoints {
 }
 
 impl Cloud {
+    /// As written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cloud::Public => "public",
+            Cloud::Gcc => "gcc",
+            Cloud::GccHigh => "gcc_high",
+            Cloud::Dod => "dod",
+            Cloud::China => "china",
+        }
+    }
+
+    /// The Microsoft 365 global service: the commercial cloud, and GCC, which runs on it. The
+    /// audit log query API is offered there only (reference §5).
+    pub fn is_global_service(self) -> bool {
+        matches!(self, Cloud::Public | Cloud::Gcc)
+    }
+
     pub fn endpoints(self) -> Endpoints {
         let (authority, management, graph, arm) = match self {
             Cloud::Public => (

@@ -11,6 +11,7 @@ use super::cloud::Cloud;
 use crate::http::HttpConfig;
 use crate::pipeline::config::SpoolConfig;
 use crate::sinks::config::SinkConfig;
+use crate::sources::audit_query::config::AuditQueryConfig;
 use crate::sources::graph::config::GraphConfig;
 use crate::sources::management::config::ManagementActivityConfig;
 
@@ -86,6 +87,9 @@ pub struct TenantConfig {
     pub management_activity: ManagementActivityConfig,
     #[serde(default)]
     pub graph: GraphConfig,
+    /// Backfill through the audit log query API; on by default in the global service.
+    #[serde(default)]
+    pub audit_query: Option<AuditQueryConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

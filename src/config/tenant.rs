@@ -5,6 +5,7 @@ use super::schema::TenantConfig;
 use crate::auth::{AppCredential, CredentialKind};
 use crate::common::names::{NAME_RULE, valid_name};
 use crate::common::{Issues, SecretSource};
+use crate::sources::audit_query::config::AuditQuerySettings;
 use crate::sources::graph::config::GraphSettings;
 use crate::sources::management::config::ManagementSettings;
 
@@ -18,6 +19,7 @@ pub struct TenantSettings {
     pub endpoints: Endpoints,
     pub management: Option<ManagementSettings>,
     pub graph: Option<GraphSettings>,
+    pub audit_query: Option<AuditQuerySettings>,
 }
 
 impl TenantSettings {
@@ -25,6 +27,7 @@ impl TenantSettings {
     pub fn stream_count(&self) -> usize {
         self.management.as_ref().map_or(0, |m| m.content_types.len())
             + self.graph.as_ref().map_or(0, |g| g.streams.len())
+            + usize::from(self.audit_query.is_some())
     }
 }
 
@@ -105,6 +108,14 @@ pub fn validate(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSet
     let management =
         crate::sources::management::config::validate(is, &p("management_activity"), &t.management_activity);
     let graph = crate::sources::graph::config::validate(is, &p("graph"), &t.graph);
+    let audit_query = crate::sources::audit_query::config::validate(
+        is,
+        &p("audit_query"),
+        &t.audit_query.clone().unwrap_or_default(),
+        t.audit_query.is_some(),
+        t.cloud.is_global_service(),
+        t.cloud.name(),
+    );
     let (name, tenant_id, client_id) = (name?, tenant_id?, client_id?);
     Some(TenantSettings {
         credential: AppCredential {
@@ -122,5 +133,6 @@ pub fn validate(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSet
         endpoints,
         management,
         graph,
+        audit_query,
     })
 }

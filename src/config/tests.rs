@@ -150,3 +150,42 @@ proptest! {
         let _ = check(&with_sink(&format!("type = \"{kind}\"\nname = \"x\"\n{key} = {value}")));
     }
 }
+
+/// BASE with lines added to its tenant (before the sink).
+fn with_tenant(lines: &str) -> String {
+    BASE.replace("\n[[sinks]]", &format!("{lines}\n\n[[sinks]]"))
+}
+
+#[test]
+fn backfill_is_on_in_the_global_service_and_refused_where_the_api_does_not_exist() {
+    let settings = |text: &str| {
+        let raw: RawConfig = from_toml_str(text).unwrap();
+        validate(&raw).map(|(s, _)| s).unwrap()
+    };
+    let s = settings(BASE);
+    let a = s.tenants[0].audit_query.as_ref().expect("on by default in the commercial cloud");
+    assert_eq!((a.api_version.path(), a.backfill_days, a.max_submissions_per_day), ("beta", 0, 150));
+    assert!(
+        settings(&with_tenant("cloud = \"gcc\"")).tenants[0].audit_query.is_some(),
+        "GCC runs on the global service"
+    );
+    // In a sovereign cloud it is simply absent, unless asked for.
+    assert!(settings(&with_tenant("cloud = \"gcc_high\"")).tenants[0].audit_query.is_none());
+    let e = check(&with_tenant("cloud = \"china\"\n[tenants.audit_query]\nbackfill_days = 30")).unwrap_err();
+    assert!(e.contains("tenants[0].audit_query.enabled") && e.contains("global service only, not in china"), "{e}");
+    assert!(check(&with_tenant("cloud = \"dod\"\n[tenants.audit_query]\nenabled = false")).is_ok());
+}
+
+#[test]
+fn backfill_settings_are_checked_key_by_key() {
+    let e = check(&with_tenant(
+        "[tenants.audit_query]\napi_version = \"v2\"\nbackfill_days = 400\nmax_active_queries = 51\nwindow = \"10s\"\nmin_window = \"2d\"\noperations = [\"\"]",
+    ))
+    .unwrap_err();
+    for key in ["api_version", "backfill_days", "max_active_queries", "window", "min_window", "operations"] {
+        assert!(e.contains(&format!("tenants[0].audit_query.{key}")), "{key} not named in:\n{e}");
+    }
+    let w =
+        check(&with_tenant("[tenants.audit_query]\nmax_submissions_per_day = 500\napi_version = \"v1.0\"")).unwrap();
+    assert!(w.iter().any(|w| w.contains("max_submissions_per_day")), "{w:?}");
+}

@@ -23,6 +23,7 @@ fn batch(n: usize) -> Batch {
             raw: id.len()..id.len() + 2,
             data: Arc::new(data),
             event_time_ms: 0,
+            envelope: None,
         });
     }
     b

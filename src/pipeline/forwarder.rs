@@ -298,6 +298,7 @@ fn decode(row: &SpoolRow) -> Result<VecDeque<(usize, OutRecord)>, codec::CodecEr
                 id: f.id,
                 raw: f.raw,
                 event_time_ms: f.event_time_ms,
+                envelope: f.envelope,
             };
             (i, rec)
         })

@@ -118,6 +118,8 @@ fn dead_letter_batch(rows: &[DeadLetter]) -> Batch {
             raw: d.record_id.len()..data.len(),
             data: Arc::new(data),
             event_time_ms: d.event_time_ms,
+            // A dead letter keeps the record itself; its envelope fields are not kept.
+            envelope: None,
         });
     }
     batch

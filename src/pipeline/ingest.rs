@@ -226,7 +226,7 @@ impl Pipeline {
 /// A source's view of the pipeline for one stream.
 #[derive(Clone)]
 pub struct StreamHandle {
-    pipeline: Arc<Pipeline>,
+    pub(super) pipeline: Arc<Pipeline>,
     pub key: StreamKey,
 }
 

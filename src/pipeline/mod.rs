@@ -2,6 +2,7 @@
 //! transaction), the spool gate that pauses polling when limits are hit, forwarders that move
 //! spooled records to each sink, and the maintenance task that prunes.
 
+mod backfill;
 mod commit;
 pub mod config;
 mod delivery;

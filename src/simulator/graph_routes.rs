@@ -25,7 +25,7 @@ pub fn router() -> Router<S> {
         .route("/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values", get(activity_log))
 }
 
-fn graph_err(status: StatusCode, code: &str, message: &str) -> Response {
+pub(super) fn graph_err(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({"error": {"code": code, "message": message, "innerError": {"date": Utc::now().to_rfc3339()}}}).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -341,7 +341,7 @@ async fn serve(
 
 // The error is the HTTP answer itself, returned at once; its size does not matter here.
 #[allow(clippy::result_large_err)]
-fn check_graph_auth(t: &Tenant, headers: &HeaderMap) -> Result<(), Response> {
+pub(super) fn check_graph_auth(t: &Tenant, headers: &HeaderMap) -> Result<(), Response> {
     let tok = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match tok {
         Some(tok) if t.token_valid(tok) => Ok(()),

@@ -5,6 +5,8 @@
 //! Used by `auditkeeper demo`, `auditkeeper simulate --listen ADDR`, the tests and the benchmark.
 
 mod assertion;
+pub mod audit_log;
+mod audit_log_routes;
 pub mod graph;
 mod graph_routes;
 pub mod hostile;

@@ -28,6 +28,7 @@ pub fn router(tenant: S) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/msi/token", get(managed_identity_token))
         .merge(super::graph_routes::router())
+        .merge(super::audit_log_routes::router())
         .route("/_sim/truth", get(truth))
         .route("/_sim/stats", get(stats))
         .merge(api)

@@ -79,6 +79,8 @@ pub struct Scenario {
     pub graph_rate_limit: bool,
     /// A hostile or broken upstream (`hostile.rs`); all off by default.
     pub attacks: super::hostile::Attacks,
+    /// The audit log query API (`audit_log.rs`).
+    pub audit_log: super::audit_log::AuditLogScenario,
 }
 
 impl Default for Scenario {
@@ -123,6 +125,7 @@ impl Default for Scenario {
             premium: true,
             graph_rate_limit: true,
             attacks: Default::default(),
+            audit_log: Default::default(),
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct Tenant {
     /// The Graph activity logs of the same tenant.
     pub graph: super::graph::GraphTenant,
     pub attack: super::hostile::AttackState,
+    /// The unified audit log behind the audit log query API (`audit_log.rs`).
+    pub audit: super::audit_log::AuditLog,
 }
 
 /// Records in each history blob, oldest first, summing to `history_records`.
@@ -123,6 +125,7 @@ impl Tenant {
             rendered: Mutex::new(HashMap::new()),
             graph: super::graph::GraphTenant::new(&scenario, now),
             attack: Default::default(),
+            audit: Default::default(),
             scenario,
         };
         for (i, n) in sizes.into_iter().enumerate() {
@@ -195,7 +198,7 @@ impl Tenant {
     }
 
     /// Record `(ct, seq, idx)` may re-deliver an earlier record: returns the identity it serves.
-    fn origin(&self, ct: usize, seq: u64, idx: u32) -> (u64, u32, bool) {
+    pub(super) fn origin(&self, ct: usize, seq: u64, idx: u32) -> (u64, u32, bool) {
         let s = &self.scenario;
         let r = h(&[s.seed, 200, ct as u64, seq, idx as u64]);
         if seq > 0 && unit(r) < s.duplicate_fraction {
@@ -227,7 +230,7 @@ impl Tenant {
     }
 
     /// A snapshot of every blob of every content type.
-    fn all_blobs(&self) -> Vec<Blob> {
+    pub(super) fn all_blobs(&self) -> Vec<Blob> {
         self.blobs.lock().expect("blobs").iter().flatten().cloned().collect()
     }
 

@@ -1,5 +1,7 @@
 //! The optional envelope around a record: `{"tenant":..,"source":..,"stream":..,"collected_at":..,
-//! "record":<original JSON>}`. The original bytes are kept verbatim inside it.
+//! ["query":{..},] "record":<original JSON>}`. The original bytes are kept verbatim inside it;
+//! `query` carries a backfilled record's audit log query fields (`auditLogRecordType`,
+//! `operation`, `userPrincipalName`, ...).
 
 use super::OutRecord;
 
@@ -21,6 +23,10 @@ pub fn write(out: &mut Vec<u8>, r: &OutRecord) {
     out.extend_from_slice(json_str(&r.meta.name).as_bytes());
     out.extend_from_slice(b",\"collected_at\":");
     out.extend_from_slice(json_str(&rfc3339_ms(r.meta.collected_at_ms)).as_bytes());
+    if let Some(e) = r.envelope() {
+        out.extend_from_slice(b",\"query\":");
+        out.extend_from_slice(e);
+    }
     out.extend_from_slice(b",\"record\":");
     out.extend_from_slice(r.raw());
     out.push(b'}');

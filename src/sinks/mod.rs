@@ -41,9 +41,15 @@ pub struct OutRecord {
     pub id: Range<usize>,
     pub raw: Range<usize>,
     pub event_time_ms: i64,
+    /// The source's envelope fields, a JSON object in `data` (backfilled records).
+    pub envelope: Option<Range<usize>>,
 }
 
 impl OutRecord {
+    pub fn envelope(&self) -> Option<&[u8]> {
+        self.envelope.clone().map(|r| &self.data[r])
+    }
+
     /// The record's JSON exactly as Microsoft sent it.
     pub fn raw(&self) -> &[u8] {
         &self.data[self.raw.clone()]

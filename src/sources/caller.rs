@@ -86,6 +86,22 @@ impl Caller {
         extra_headers: &[(&str, &str)],
         limit: BodyLimit,
     ) -> Result<Reply, ApiError> {
+        self.send(method, url, extra_headers, limit, None).await
+    }
+
+    /// A POST with a JSON body (other POSTs send `{}`).
+    pub async fn post_json(&self, url: &str, body: &str) -> Result<Reply, ApiError> {
+        self.send(Method::POST, url, &[], self.limit, Some(body)).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        extra_headers: &[(&str, &str)],
+        limit: BodyLimit,
+        body: Option<&str>,
+    ) -> Result<Reply, ApiError> {
         let parsed = reqwest::Url::parse(url).map_err(|e| ApiError::Fatal {
             code: "bad-url".into(),
             message: format!("Microsoft returned an unusable URL: {e}"),
@@ -96,7 +112,7 @@ impl Caller {
         }
         let mut refreshed = false;
         loop {
-            let attempt = || self.call_once(method.clone(), &parsed, extra_headers, limit);
+            let attempt = || self.call_once(method.clone(), &parsed, extra_headers, limit, body);
             let r = attempt
                 .retry(self.retry.backoff())
                 .when(ApiError::is_retryable)
@@ -130,6 +146,7 @@ impl Caller {
         url: &reqwest::Url,
         extra_headers: &[(&str, &str)],
         limit: BodyLimit,
+        body: Option<&str>,
     ) -> Result<Reply, ApiError> {
         self.limiter.wait_turn().await;
         let token = self.auth.token(&self.resource).await.map_err(|e| {
@@ -145,7 +162,7 @@ impl Caller {
             req = req.header(*k, *v);
         }
         if method == Method::POST {
-            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body("{}");
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.unwrap_or("{}").to_string());
         }
         let resp = req.send().await.map_err(|e| {
             events::ApiAnswered { tenant: self.auth.tenant(), api: self.api, status: None }.emit();

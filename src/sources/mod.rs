@@ -6,6 +6,7 @@
 //! window planner), `caller` (one HTTP call with token, pacing and retries), `clock`, `error`.
 //! A new source writes its protocol and a `driver::Source::cycle`.
 
+pub mod audit_query;
 pub mod boundary;
 pub mod caller;
 pub mod clock;

@@ -64,13 +64,19 @@ fn throttled_mailbox(head: &Head<'_>) -> Option<String> {
 pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
     let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
     let base = body.as_ptr() as usize;
-    let mut records = Vec::with_capacity(items.len());
-    let mut without_id = 0;
-    let mut throttled = Vec::new();
+    let mut out = ParsedBlob { records: Vec::with_capacity(items.len()), without_id: 0, throttled: Vec::new() };
     for item in items {
         let text = item.get();
         let start = text.as_ptr() as usize - base;
-        let raw = start..start + text.len();
+        out.push(text, start..start + text.len());
+    }
+    Ok(out)
+}
+
+impl ParsedBlob {
+    /// Adds one record of the unified audit log schema (a blob's item, or the `auditData` of an
+    /// audit log query record: the same record, so the same key), `raw` being its range.
+    pub fn push(&mut self, text: &str, raw: std::ops::Range<usize>) {
         let head: Head<'_> = serde_json::from_str(text).unwrap_or(Head {
             id: None,
             creation_time: None,
@@ -79,7 +85,7 @@ pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
             properties: None,
         });
         if let Some(m) = throttled_mailbox(&head) {
-            throttled.push((records.len(), m));
+            self.throttled.push((self.records.len(), m));
         }
         let own_time = head.creation_time.as_deref().and_then(parse_time_ms);
         let event_time_ms = own_time.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
@@ -87,14 +93,21 @@ pub fn parse_management_blob(body: &[u8]) -> Result<ParsedBlob, ParseError> {
             Some(id) if !id.is_empty() => (key_for_id(&id), id.into_owned()),
             _ => {
                 // No Id: fall back to the content hash so the record is still delivered once.
-                without_id += 1;
+                self.without_id += 1;
                 let k = hash16(&[b"raw", text.as_bytes()]);
                 (k, hex::encode(k))
             }
         };
-        records.push(PageRecord { key, id_key: None, id, event_time_ms, key_time_ms: own_time.unwrap_or(0), raw });
+        self.records.push(PageRecord {
+            key,
+            id_key: None,
+            id,
+            event_time_ms,
+            key_time_ms: own_time.unwrap_or(0),
+            raw,
+            envelope: None,
+        });
     }
-    Ok(ParsedBlob { records, without_id, throttled })
 }
 
 /// A GUID id is its own 16-byte key; anything else is hashed to 16 bytes.

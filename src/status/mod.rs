@@ -22,6 +22,34 @@ pub struct Report {
     pub spool: Spool,
     pub sinks: Vec<Sink>,
     pub throttled_mailboxes: Vec<Mailbox>,
+    /// Backfill jobs (the audit log query API), oldest first.
+    pub backfills: Vec<Backfill>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Backfill {
+    pub id: i64,
+    pub tenant: String,
+    pub since: String,
+    pub until: String,
+    /// `active`, `done` or `cancelled`.
+    pub state: String,
+    /// `command` or `backfill_days`.
+    pub origin: String,
+    pub filters: crate::store::BackfillFilters,
+    pub windows_total: i64,
+    pub windows_done: i64,
+    pub windows_pending: i64,
+    pub windows_running: i64,
+    /// Windows given up at the smallest size: their records were not read.
+    pub windows_failed: i64,
+    pub records: i64,
+    pub records_per_second: f64,
+    /// For an active job, from its pace so far.
+    pub eta_seconds: Option<i64>,
+    pub created: String,
+    pub finished: Option<String>,
+    pub last_detail: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -195,7 +223,15 @@ pub fn gather(state_dir: &Path, configured_sinks: Option<&[String]>) -> Result<R
             records: m.records,
         })
         .collect();
+    let backfills = match store.backfill_jobs() {
+        Ok(jobs) => jobs.into_iter().map(|j| backfill(j, now)).collect(),
+        Err(e) => {
+            warnings.push(format!("backfill jobs could not be read: {e}"));
+            Vec::new()
+        }
+    };
     Ok(Report {
+        backfills,
         polling_paused: store.flag("polling_paused")?,
         warnings,
         streams,
@@ -203,6 +239,33 @@ pub fn gather(state_dir: &Path, configured_sinks: Option<&[String]>) -> Result<R
         sinks,
         throttled_mailboxes,
     })
+}
+
+fn backfill(j: crate::store::BackfillProgress, now: i64) -> Backfill {
+    let secs = ((j.finished_at_ms.unwrap_or(now) - j.created_at_ms) as f64 / 1000.0).max(1.0);
+    let left = j.windows_pending + j.windows_running;
+    let eta_seconds =
+        (j.state == "active" && j.windows_done > 0).then(|| (secs / j.windows_done as f64 * left as f64) as i64);
+    Backfill {
+        windows_total: j.windows_total(),
+        records_per_second: (j.records as f64 / secs * 10.0).round() / 10.0,
+        eta_seconds,
+        id: j.id,
+        since: ts(j.since_ms),
+        until: ts(j.until_ms),
+        state: j.state,
+        origin: j.origin,
+        filters: j.filters,
+        windows_done: j.windows_done,
+        windows_pending: j.windows_pending,
+        windows_running: j.windows_running,
+        windows_failed: j.windows_failed,
+        records: j.records,
+        created: ts(j.created_at_ms),
+        finished: j.finished_at_ms.map(ts),
+        last_detail: j.last_detail,
+        tenant: j.tenant,
+    }
 }
 
 /// The text report, as `auditkeeper status` prints it.

@@ -162,5 +162,41 @@ pub fn render(r: &Report) -> String {
             .collect();
         table(&mut out, &["TENANT", "MAILBOX", "FIRST", "LAST", "RECORDS"], &rows);
     }
+    if !r.backfills.is_empty() {
+        let _ = writeln!(out, "\nBACKFILL JOBS (audit log query API; `auditkeeper backfill --cancel N` stops one)");
+        let rows: Vec<Vec<String>> = r
+            .backfills
+            .iter()
+            .map(|b| {
+                vec![
+                    b.id.to_string(),
+                    b.tenant.clone(),
+                    format!("{} .. {}", b.since, b.until),
+                    b.state.clone(),
+                    format!("{}/{}", b.windows_done, b.windows_total),
+                    b.windows_running.to_string(),
+                    b.windows_failed.to_string(),
+                    b.records.to_string(),
+                    format!("{:.0}", b.records_per_second),
+                    dur(b.eta_seconds),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &["JOB", "TENANT", "PERIOD", "STATE", "WINDOWS", "RUNNING", "FAILED", "RECORDS", "REC/S", "ETA"],
+            &rows,
+        );
+        for b in r.backfills.iter().filter(|b| b.windows_failed > 0 || b.state == "active") {
+            if let Some(d) = &b.last_detail {
+                let _ = writeln!(
+                    out,
+                    "  job {}: {}{d}",
+                    b.id,
+                    if b.windows_failed > 0 { "WINDOWS FAILED; last: " } else { "last: " }
+                );
+            }
+        }
+    }
     out
 }

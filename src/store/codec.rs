@@ -25,11 +25,26 @@ pub struct FramedRecord {
     pub id: Range<usize>,
     pub event_time_ms: i64,
     pub raw: Range<usize>,
+    /// The source's own envelope fields (a JSON object), for the envelope option.
+    pub envelope: Option<Range<usize>>,
 }
 
+/// Set in `id_len` when `u32 len | envelope` follows the id: rows written before envelopes
+/// existed never have it (no id is 2 GiB long), so they decode as they always did.
+const HAS_ENVELOPE: u32 = 1 << 31;
+
 pub fn encode_into(buf: &mut Vec<u8>, id: &str, event_time_ms: i64, raw: &[u8]) {
-    buf.extend_from_slice(&(id.len() as u32).to_le_bytes());
+    encode_with(buf, id, event_time_ms, raw, None);
+}
+
+pub fn encode_with(buf: &mut Vec<u8>, id: &str, event_time_ms: i64, raw: &[u8], envelope: Option<&[u8]>) {
+    let flag = if envelope.is_some() { HAS_ENVELOPE } else { 0 };
+    buf.extend_from_slice(&(id.len() as u32 | flag).to_le_bytes());
     buf.extend_from_slice(id.as_bytes());
+    if let Some(e) = envelope {
+        buf.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        buf.extend_from_slice(e);
+    }
     buf.extend_from_slice(&event_time_ms.to_le_bytes());
     buf.extend_from_slice(&(raw.len() as u32).to_le_bytes());
     buf.extend_from_slice(raw);
@@ -50,12 +65,19 @@ pub fn decode(data: &[u8]) -> Result<Vec<FramedRecord>, CodecError> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < data.len() {
-        let id_len = read_u32(data, &mut pos)? as usize;
-        let id = take(data, &mut pos, id_len)?;
+        let head = read_u32(data, &mut pos)?;
+        let id = take(data, &mut pos, (head & !HAS_ENVELOPE) as usize)?;
+        let envelope = match head & HAS_ENVELOPE {
+            0 => None,
+            _ => {
+                let n = read_u32(data, &mut pos)? as usize;
+                Some(take(data, &mut pos, n)?)
+            }
+        };
         let t = read_i64(data, &mut pos)?;
         let raw_len = read_u32(data, &mut pos)? as usize;
         let raw = take(data, &mut pos, raw_len)?;
-        out.push(FramedRecord { id, event_time_ms: t, raw });
+        out.push(FramedRecord { id, event_time_ms: t, raw, envelope });
     }
     Ok(out)
 }
@@ -92,6 +114,18 @@ mod tests {
         assert_eq!(&buf[recs[0].id.clone()], b"a");
         assert_eq!(recs[1].event_time_ms, -1);
         assert_eq!(&buf[recs[1].raw.clone()], b"[]");
+    }
+
+    #[test]
+    fn an_envelope_travels_beside_the_record_and_old_frames_still_decode() {
+        let mut buf = Vec::new();
+        encode_into(&mut buf, "old", 1, b"{}");
+        encode_with(&mut buf, "new", 2, br#"{"Id":"new"}"#, Some(br#"{"operation":"Send"}"#));
+        let recs = decode(&buf).unwrap();
+        assert!(recs[0].envelope.is_none());
+        assert_eq!(&buf[recs[1].id.clone()], b"new");
+        assert_eq!(&buf[recs[1].envelope.clone().unwrap()], br#"{"operation":"Send"}"#);
+        assert_eq!((&buf[recs[1].raw.clone()], recs[1].event_time_ms), (&br#"{"Id":"new"}"#[..], 2));
     }
 
     #[test]

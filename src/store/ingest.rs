@@ -25,6 +25,9 @@ pub enum Checkpoint {
     BlobExpired { content_id: String, detail: String },
     /// The blob was over the size or compression cap; counted and shown, never fetched again.
     BlobRefused { content_id: String, detail: String },
+    /// The last page of a backfill window: the window is done, with the records its query
+    /// returned (`detail` says why it counts as done if the query was truncated).
+    BackfillWindowDone { job: i64, start_ms: i64, end_ms: i64, records: i64, detail: Option<String> },
 }
 
 /// One page for ingest: its records point into `body` (the bytes Microsoft sent).
@@ -54,6 +57,9 @@ pub struct PageRecord {
     /// 0 when it carries none (never the collection time, which would differ on a re-delivery).
     pub key_time_ms: i64,
     pub raw: Range<usize>,
+    /// Fields the source wraps the record in (the audit log query's `auditLogRecord` without
+    /// its `auditData`), for the envelope option; spooled beside the record, never in it.
+    pub envelope: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -138,7 +144,8 @@ fn ingest_page(
             // Sorted by index: the throttled records of this page, if any, one by one.
             let is_throttled = throttled.next_if(|(t, _)| *t == i).map(|(_, m)| m);
             if seen.first_sight(rec.key_time_ms, &rec.key)? {
-                codec::encode_into(&mut data, &rec.id, rec.event_time_ms, &p.page.body[rec.raw.clone()]);
+                let envelope = rec.envelope.as_deref().map(str::as_bytes);
+                codec::encode_with(&mut data, &rec.id, rec.event_time_ms, &p.page.body[rec.raw.clone()], envelope);
                 out.new_records += 1;
                 // Counted once per record: a re-delivered one is a duplicate, not a new signal.
                 if let Some(m) = is_throttled {
@@ -191,6 +198,9 @@ fn ingest_page(
         }
         Checkpoint::BlobRefused { content_id, detail } => {
             refused = blobs::mark(tx, content_id, "refused", None, Some(detail), now)? as i64;
+        }
+        Checkpoint::BackfillWindowDone { job, start_ms, end_ms, records, detail } => {
+            super::backfill::mark_done(tx, *job, *start_ms, *end_ms, *records, detail.as_deref())?;
         }
     }
     tx.run(

@@ -134,6 +134,38 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO flags(key, value, updated_at)
         SELECT 'seen_legacy_keys', 'dedupe keys of the pre-v5 form remain', 0 WHERE EXISTS (SELECT 1 FROM seen);
     "#,
+    // v6: backfill from the audit log query API (store/backfill.rs): jobs, their windows with
+    // the query each one runs, and the query submissions of the last 24 h per tenant.
+    r#"
+    CREATE TABLE backfill_jobs (
+        id INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        since_ms INTEGER NOT NULL,
+        until_ms INTEGER NOT NULL,
+        filters TEXT NOT NULL,            -- JSON: record_types, operations, users
+        origin TEXT NOT NULL,             -- 'command' or 'backfill_days'
+        state TEXT NOT NULL,              -- 'active', 'done', 'cancelled'
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE TABLE backfill_windows (
+        job INTEGER NOT NULL REFERENCES backfill_jobs(id),
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,              -- pending, running, done, split, failed
+        query_id TEXT,
+        records INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        detail TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (job, start_ms, end_ms)
+    ) WITHOUT ROWID;
+    CREATE TABLE backfill_submissions (
+        tenant TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX backfill_submissions_tenant ON backfill_submissions(tenant, at_ms);
+    "#,
 ];
 
 pub fn known_version() -> i64 {

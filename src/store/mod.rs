@@ -7,6 +7,7 @@
 //! Concurrency model: one writer connection behind a mutex (SQLite allows one writer at a time
 //! anyway) and short-lived reader connections, which WAL mode lets run beside the writer.
 
+mod backfill;
 mod blobs;
 mod cached;
 pub mod codec;
@@ -20,6 +21,9 @@ mod spool;
 mod state;
 mod streams;
 
+pub use backfill::{
+    BackfillFilters, BackfillProgress, BackfillWindow, NewBackfill, WindowState, windows as backfill_windows,
+};
 pub use blobs::{BlobListing, LedgerCounts, PendingBlob};
 pub use deadletter::{DeadLetter, DeadLetterCount, DeadLetterSelector};
 pub use ingest::{Checkpoint, IngestOutcome, IngestPage, PageRecord, Pending};

@@ -98,6 +98,12 @@ metrics_table! {
         "Content blobs refused as over the size or compression cap.";
     MAIL_ITEMS_ACCESSED_THROTTLED = "auditkeeper_mail_items_accessed_throttled_total", Counter, Count,
         "MailItemsAccessed records with IsThrottled: Exchange stopped auditing Bind for that mailbox for 24 h.";
+    BACKFILL_WINDOWS = "auditkeeper_backfill_windows", Gauge, Count,
+        "Windows of a tenant's active backfill jobs, by state (done, pending, running, failed).";
+    BACKFILL_RECORDS = "auditkeeper_backfill_records_total", Counter, Count,
+        "Records the audit log query API returned for finished backfill windows (before dedupe).";
+    BACKFILL_QUERIES = "auditkeeper_backfill_queries_total", Counter, Count,
+        "Audit log queries a backfill created.";
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ fn record(id: &str, raw: &[u8]) -> OutRecord {
         }),
         id: 0..id.len(),
         raw: id.len()..data.len(),
+        envelope: None,
         data: Arc::new(data),
         event_time_ms: 1_790_000_000_000,
     }

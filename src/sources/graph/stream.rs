@@ -147,9 +147,15 @@ impl GraphStream {
                 // "seen before, so this is an update": those records' keys go without it.
                 let key_time_ms = if self.spec.time_is_stable() { own_time.unwrap_or(0) } else { 0 };
                 match protocol::record_keys(&v, self.spec.id_fields) {
-                    Some((key, id_key, id)) => {
-                        records.push(PageRecord { key, id_key: Some(id_key), id, event_time_ms, key_time_ms, raw: r })
-                    }
+                    Some((key, id_key, id)) => records.push(PageRecord {
+                        key,
+                        id_key: Some(id_key),
+                        id,
+                        event_time_ms,
+                        key_time_ms,
+                        raw: r,
+                        envelope: None,
+                    }),
                     None => {
                         // No id: dedupe on content alone, so it is still delivered once.
                         without_id += 1;
@@ -163,6 +169,7 @@ impl GraphStream {
                             event_time_ms,
                             key_time_ms,
                             raw: r,
+                            envelope: None,
                         });
                     }
                 }

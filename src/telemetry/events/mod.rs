@@ -2,10 +2,12 @@
 //! whose `emit()` writes its one log line and updates its metrics. A metric name appears only
 //! in `telemetry::metrics`, and a message only here, so a change to either is made once.
 
+mod backfill;
 mod pipeline;
 mod sinks;
 mod sources;
 
+pub use backfill::*;
 pub use pipeline::*;
 pub use sinks::*;
 pub use sources::*;
