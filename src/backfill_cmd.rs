@@ -108,6 +108,25 @@ pub fn register(settings: &Settings, r: &Request<'_>) -> Result<(i64, usize), Ba
     Ok((id, windows))
 }
 
+/// Dedupe keys live `spool.seen_ttl`: what the live feed delivered before that is not
+/// recognised, and would be forwarded again. Said when the live feed has collected for this
+/// tenant and the period reaches back past that horizon.
+fn redelivery_warning(settings: &Settings, tenant: &str, since: &str) -> Option<String> {
+    let now = Utc::now();
+    let since = parse_time("--since", since, now).ok()?;
+    let horizon = now - chrono::Duration::from_std(settings.spool.seen_ttl).ok()?;
+    let live = Store::open_read_only(&settings.state_dir).and_then(|s| s.streams()).ok()?;
+    let collected = live.iter().any(|s| s.tenant == tenant && s.source == "management" && s.counters.records_total > 0);
+    (collected && since < horizon).then(|| {
+        format!(
+            "records between {} and {} that the live feed already delivered more than spool.seen_ttl ({}) ago are no longer recognised and will be forwarded again",
+            since.to_rfc3339(),
+            horizon.to_rfc3339(),
+            humantime::format_duration(settings.spool.seen_ttl)
+        )
+    })
+}
+
 pub fn cancel(state_dir: &Path, job: i64) -> Result<(), BackfillError> {
     if Store::open(state_dir)?.cancel_backfill(job)? { Ok(()) } else { Err(BackfillError::NoSuchJob(job)) }
 }
@@ -243,6 +262,9 @@ pub fn main(settings: &Settings, a: &Args) -> std::process::ExitCode {
         }
     };
     println!("backfill job {id} registered for tenant {}: {windows} windows", r.tenant);
+    if let Some(w) = redelivery_warning(settings, r.tenant, r.since) {
+        eprintln!("warning: {w}");
+    }
     // Not probed by taking the state lock: a daemon starting at that moment would find it
     // held and exit.
     println!("the daemon starts it within its poll interval (or when it next starts)");
