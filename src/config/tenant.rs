@@ -107,7 +107,7 @@ pub fn validate(is: &mut Issues, i: usize, t: &TenantConfig) -> Option<TenantSet
 
     let management =
         crate::sources::management::config::validate(is, &p("management_activity"), &t.management_activity);
-    let graph = crate::sources::graph::config::validate(is, &p("graph"), &t.graph);
+    let graph = crate::sources::graph::config::validate(is, &p("graph"), &t.graph, t.cloud.is_global_service());
     let audit_query = crate::sources::audit_query::config::validate(
         is,
         &p("audit_query"),

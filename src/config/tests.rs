@@ -189,3 +189,20 @@ fn backfill_settings_are_checked_key_by_key() {
         check(&with_tenant("[tenants.audit_query]\nmax_submissions_per_day = 500\napi_version = \"v1.0\"")).unwrap();
     assert!(w.iter().any(|w| w.contains("max_submissions_per_day")), "{w:?}");
 }
+
+#[test]
+fn message_trace_is_left_out_of_sovereign_clouds_and_refused_when_listed_there() {
+    let streams = |text: &str| {
+        let raw: RawConfig = from_toml_str(text).unwrap();
+        let s = validate(&raw).map(|(s, _)| s).unwrap();
+        s.tenants[0].graph.as_ref().unwrap().streams.iter().map(|(sp, _, _)| sp.name).collect::<Vec<_>>()
+    };
+    assert!(streams(BASE).contains(&"message_trace"));
+    assert!(streams(&with_tenant("cloud = \"gcc\"")).contains(&"message_trace"), "GCC runs on the global service");
+    let gov = streams(&with_tenant("cloud = \"gcc_high\""));
+    assert!(!gov.contains(&"message_trace") && gov.contains(&"directory_audits"), "{gov:?}");
+    let e =
+        check(&with_tenant("cloud = \"china\"\n[tenants.graph]\nstreams = [\"directory_audits\", \"message_trace\"]"))
+            .unwrap_err();
+    assert!(e.contains("tenants[0].graph.streams[1]: \"message_trace\" is not offered in this cloud"), "{e}");
+}

@@ -66,14 +66,20 @@ pub struct GraphSettings {
     pub reports_requests_per_10s: u32,
 }
 
-/// `prefix` is the table's key path, e.g. `tenants[0].graph`.
-pub fn validate(is: &mut Issues, prefix: &str, g: &GraphConfig) -> Option<GraphSettings> {
+/// `prefix` is the table's key path, e.g. `tenants[0].graph`. `global`: the tenant's cloud is
+/// the global service; a stream offered only there is left out of the default set elsewhere,
+/// and refused when listed.
+pub fn validate(is: &mut Issues, prefix: &str, g: &GraphConfig, global: bool) -> Option<GraphSettings> {
     let p = |k: &str| format!("{prefix}.{k}");
     if g.enabled == Some(false) {
         return None;
     }
     let names: Vec<String> = g.streams.clone().unwrap_or_else(|| {
-        let mut v: Vec<String> = SPECS.iter().filter(|s| s.default_on).map(|s| s.name.to_string()).collect();
+        let mut v: Vec<String> = SPECS
+            .iter()
+            .filter(|s| s.default_on && (global || s.global_only.is_none()))
+            .map(|s| s.name.to_string())
+            .collect();
         if !g.azure_subscriptions.is_empty() {
             v.push("azure_activity".into());
         }
@@ -110,6 +116,10 @@ pub fn validate(is: &mut Issues, prefix: &str, g: &GraphConfig) -> Option<GraphS
             is.add(format!("{prefix}.streams[{j}]"), format!("{n:?} is not one of {known}"));
             continue;
         };
+        if let (Some(why), false) = (sp.global_only, global) {
+            is.add(format!("{prefix}.streams[{j}]"), format!("{n:?} is not offered in this cloud: {why}"));
+            continue;
+        }
         let o = g.overrides.get(n).cloned().unwrap_or_default();
         let st = GraphStreamSettings {
             poll_interval,

@@ -53,6 +53,8 @@ pub struct StreamSpec {
     pub permission: &'static str,
     pub needs_premium: bool,
     pub default_on: bool,
+    /// Offered in the global service only (not US Gov L4/L5, not China), with the source.
+    pub global_only: Option<&'static str>,
 }
 
 const SIGNIN_PERMISSION: &str = "AuditLog.Read.All and Directory.Read.All (application), admin consent";
@@ -76,6 +78,7 @@ const fn signins(name: &'static str, path: &'static str, extra_filter: Option<&'
         permission: SIGNIN_PERMISSION,
         needs_premium: true,
         default_on: true,
+        global_only: None,
     }
 }
 
@@ -113,6 +116,7 @@ pub const SPECS: &[StreamSpec] = &[
         permission: "AuditLog.Read.All (application), admin consent",
         needs_premium: false,
         default_on: true,
+        global_only: None,
     },
     StreamSpec {
         name: "provisioning",
@@ -132,6 +136,7 @@ pub const SPECS: &[StreamSpec] = &[
         permission: "AuditLog.Read.All (application), admin consent",
         needs_premium: false,
         default_on: true,
+        global_only: None,
     },
     StreamSpec {
         name: "risk_detections",
@@ -151,6 +156,7 @@ pub const SPECS: &[StreamSpec] = &[
         permission: "IdentityRiskEvent.Read.All (application), admin consent",
         needs_premium: true,
         default_on: true,
+        global_only: None,
     },
     StreamSpec {
         name: "security_alerts",
@@ -169,6 +175,7 @@ pub const SPECS: &[StreamSpec] = &[
         permission: "SecurityAlert.Read.All (application), admin consent",
         needs_premium: false,
         default_on: true,
+        global_only: None,
     },
     StreamSpec {
         name: "message_trace",
@@ -188,6 +195,10 @@ pub const SPECS: &[StreamSpec] = &[
         permission: "ExchangeMessageTrace.Read.All (application), admin consent, and the message-trace service principal provisioned",
         needs_premium: false,
         default_on: true,
+        // shared/reference/microsoft-apis.md §3.2 and §9: "National clouds: global only" [DOC].
+        global_only: Some(
+            "Graph message trace is offered in the global service only (reference §3.2, Microsoft's messageTraces documentation)",
+        ),
     },
     StreamSpec {
         name: "azure_activity",
@@ -207,6 +218,7 @@ pub const SPECS: &[StreamSpec] = &[
         permission: "the Reader role on the subscription",
         needs_premium: false,
         default_on: false,
+        global_only: None,
     },
 ];
 
