@@ -186,7 +186,8 @@ async fn a_backfill_killed_halfway_resumes_without_redoing_windows_or_duplicatin
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("120 windows"), "{}", String::from_utf8_lossy(&out.stdout));
     let start = std::time::Instant::now();
-    while jobs(&h).first().is_none_or(|j| j.windows_done < 40) {
+    // Killed while queries run, so the restart has running windows to pick up.
+    while jobs(&h).first().is_none_or(|j| j.windows_done < 40 || j.windows_running == 0) {
         assert!(start.elapsed() < Duration::from_secs(120), "a third of the windows not done\n{}", h.status());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -299,4 +300,34 @@ async fn submissions_stop_at_the_daily_limit_and_status_says_why() {
     assert_eq!(h.sim.tenant.audit_stats().created, 5);
     let j = &jobs(&h)[0];
     assert_eq!((j.windows_done, j.windows_pending, j.state.as_str()), (5, 15, "active"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_created_just_before_a_crash_is_taken_over_not_created_again() {
+    let extras = ConfigExtras { management: "enabled = false".into(), audit_query: FAST.into(), ..Default::default() };
+    let h = Harness::new(long_history(AuditLogScenario::default()), extras).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = 86_400_000;
+    let job = auditkeeper::store::NewBackfill {
+        tenant: "contoso".into(),
+        since_ms: now - 3 * day,
+        until_ms: now,
+        window_ms: day,
+        filters: Default::default(),
+        origin: "command",
+    };
+    let id = Store::open(&h.state_dir()).unwrap().register_backfill(&job).unwrap();
+    // The previous run created the first window's query, then died before recording it.
+    let body = auditkeeper::sources::audit_query::protocol::create_body(id, now - 3 * day, now - 2 * day, &job.filters);
+    h.sim.tenant.audit_create("beta", serde_json::from_str(&body).unwrap()).unwrap();
+
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    let done = wait_finished(&h, Duration::from_secs(60)).await;
+    let truth = h.sim.tenant.audit_truth(done.since_ms, done.until_ms);
+    wait_delivered(&h, &truth, Duration::from_secs(30)).await;
+    daemon.stop().await.expect("clean shutdown");
+    assert_exactly_once(&truth, &h.delivered());
+    let st = h.sim.tenant.audit_stats();
+    assert_eq!(st.created, 3, "three windows, three queries: the orphan was taken over");
+    assert_eq!(st.windows.iter().collect::<HashSet<_>>().len(), 3);
 }

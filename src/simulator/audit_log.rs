@@ -268,6 +268,13 @@ impl Tenant {
         v
     }
 
+    pub fn audit_list(&self) -> Vec<serde_json::Value> {
+        let q = self.audit.queries.lock().expect("queries");
+        let mut v: Vec<&Query> = q.values().collect();
+        v.sort_by_key(|q| q.no);
+        v.into_iter().map(|q| self.query_json(q)).collect()
+    }
+
     pub fn audit_status(&self, id: &str) -> Option<serde_json::Value> {
         let q = self.audit.queries.lock().expect("queries");
         q.get(id).map(|q| self.query_json(q))

@@ -18,7 +18,7 @@ type S = Arc<Tenant>;
 
 pub fn router() -> Router<S> {
     Router::new()
-        .route("/{ver}/security/auditLog/queries", axum::routing::post(create))
+        .route("/{ver}/security/auditLog/queries", axum::routing::post(create).get(list))
         .route("/{ver}/security/auditLog/queries/{id}", get(status))
         .route("/{ver}/security/auditLog/queries/{id}/records", get(records))
 }
@@ -55,6 +55,13 @@ async fn create(State(t): State<S>, Path(ver): Path<String>, headers: HeaderMap,
             graph_err(StatusCode::BAD_REQUEST, "BadRequest", "filterStartDateTime and filterEndDateTime are required.")
         }
     }
+}
+
+async fn list(State(t): State<S>, Path(ver): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = refusal(&t, &headers, &ver) {
+        return r;
+    }
+    json(StatusCode::OK, serde_json::json!({ "value": t.audit_list() }).to_string())
 }
 
 async fn status(State(t): State<S>, Path((ver, id)): Path<(String, String)>, headers: HeaderMap) -> Response {

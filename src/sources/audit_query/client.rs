@@ -74,6 +74,21 @@ impl AuditQueryClient {
         protocol::parse_query(&reply.body)
     }
 
+    /// Every query of the tenant, following next links.
+    pub async fn list(&self) -> Result<Vec<protocol::Listed>, ApiError> {
+        let (mut url, mut out, mut pages) = (protocol::queries_url(&self.base, self.version), Vec::new(), 0);
+        loop {
+            pages += 1;
+            let reply = self.caller.call(Method::GET, &url, &[]).await?;
+            let (v, next) = protocol::parse_list(&reply.body)?;
+            out.extend(v);
+            match next {
+                Some(n) if pages < self.max_pages => url = n,
+                _ => return Ok(out),
+            }
+        }
+    }
+
     pub async fn status(&self, id: &str) -> Result<Query, ApiError> {
         let reply = self.caller.call(Method::GET, &protocol::query_url(&self.base, self.version, id), &[]).await?;
         protocol::parse_query(&reply.body)

@@ -39,7 +39,7 @@ pub fn fmt_time(ms: i64) -> String {
 /// The body of `POST /security/auditLog/queries` for `[start, end)`.
 pub fn create_body(job: i64, start_ms: i64, end_ms: i64, f: &BackfillFilters) -> String {
     let mut body = serde_json::json!({
-        "displayName": format!("auditkeeper backfill {job} {}..{}", fmt_time(start_ms), fmt_time(end_ms)),
+        "displayName": display_name(job, start_ms, end_ms),
         "filterStartDateTime": fmt_time(start_ms),
         "filterEndDateTime": fmt_time(end_ms),
     });
@@ -104,6 +104,64 @@ pub fn parse_query(body: &[u8]) -> Result<Query, ApiError> {
         _ => QueryStatus::Other,
     };
     Ok(Query { id: q.id, status, limit_exceeded: q.is_record_count_limit_exceeded, record_limit: q.record_count_limit })
+}
+
+/// A query as listed: what it asked for, to recognise one this collector created but did not
+/// get to record (a crash right after the create).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listed {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub filter_start_date_time: Option<String>,
+    #[serde(default)]
+    pub filter_end_date_time: Option<String>,
+    #[serde(default)]
+    pub record_type_filters: Vec<String>,
+    #[serde(default)]
+    pub operation_filters: Vec<String>,
+    #[serde(default)]
+    pub user_principal_name_filters: Vec<String>,
+}
+
+impl Listed {
+    /// The same name and the same request: the query this window would create.
+    pub fn is_for(&self, job: i64, start_ms: i64, end_ms: i64, f: &BackfillFilters) -> bool {
+        let same_time = |t: &Option<String>, ms: i64| {
+            t.as_deref().and_then(|x| DateTime::parse_from_rfc3339(x).ok()).map(|x| x.timestamp_millis() / 1000)
+                == Some(ms / 1000)
+        };
+        self.display_name == display_name(job, start_ms, end_ms)
+            && same_time(&self.filter_start_date_time, start_ms)
+            && same_time(&self.filter_end_date_time, end_ms)
+            && self.record_type_filters == f.record_types
+            && self.operation_filters == f.operations
+            && self.user_principal_name_filters == f.users
+            && !matches!(self.status.as_str(), "failed" | "cancelled")
+    }
+}
+
+#[derive(Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    value: Vec<Listed>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next: Option<String>,
+}
+
+pub fn parse_list(body: &[u8]) -> Result<(Vec<Listed>, Option<String>), ApiError> {
+    let p: ListPage = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Transient(format!("query list is not a collection: {e}")))?;
+    Ok((p.value, p.next.filter(|n| !n.is_empty())))
+}
+
+pub fn display_name(job: i64, start_ms: i64, end_ms: i64) -> String {
+    format!("auditkeeper backfill {job} {}..{}", fmt_time(start_ms), fmt_time(end_ms))
 }
 
 #[derive(Deserialize)]
@@ -200,6 +258,19 @@ mod tests {
         assert_eq!(b["filterEndDateTime"], "1970-01-02T00:00:00Z");
         assert_eq!(b["operationFilters"], serde_json::json!(["MailItemsAccessed"]));
         assert!(b.get("recordTypeFilters").is_none() && b.get("userPrincipalNameFilters").is_none());
+    }
+
+    #[test]
+    fn a_listed_query_is_recognised_by_its_name_and_its_whole_request() {
+        let f = BackfillFilters { users: vec!["a@x".into()], ..Default::default() };
+        let body: serde_json::Value = serde_json::from_str(&create_body(4, 0, 3_600_000, &f)).unwrap();
+        let mut listed: Listed = serde_json::from_value(body).unwrap();
+        listed.status = "running".into();
+        assert!(listed.is_for(4, 0, 3_600_000, &f));
+        assert!(!listed.is_for(5, 0, 3_600_000, &f), "another job");
+        assert!(!listed.is_for(4, 0, 3_600_000, &BackfillFilters::default()), "other filters");
+        listed.status = "failed".into();
+        assert!(!listed.is_for(4, 0, 3_600_000, &f), "a failed query is not taken over");
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct AuditQueryStream {
     /// Per running query: when to look at it next, and the wait after that.
     polls: HashMap<String, (Instant, Duration)>,
     first_start_checked: bool,
+    /// Queries at Microsoft were matched against pending windows since this process started.
+    orphans_checked: bool,
     /// After a 429 on create: the queries that were running then, taken as the tenant's real
     /// allocation (Microsoft does not publish it) until `LEARNED_FOR` has passed.
     learned_cap: Option<(u32, Instant)>,
@@ -75,6 +77,7 @@ impl AuditQueryStream {
             settings,
             polls: HashMap::new(),
             first_start_checked: false,
+            orphans_checked: false,
             learned_cap: None,
         }
     }
@@ -286,53 +289,6 @@ impl AuditQueryStream {
         }
     }
 
-    /// Creates queries for pending windows, within both limits and what a 429 taught. `Err`
-    /// carries the outcome of a refusal; `Ok(Some(_))` says why the rest is held back.
-    async fn submit(&mut self, pending: &[&BackfillWindow], running: &mut u32) -> Result<Option<Held>, Outcome> {
-        let s = &self.settings;
-        let learned = self.learned_cap.filter(|(_, at)| at.elapsed() < LEARNED_FOR).map(|(n, _)| n);
-        let max_active = learned.map_or(s.max_active_queries, |n| n.min(s.max_active_queries));
-        let max_subs = i64::from(s.max_submissions_per_day);
-        let mut subs = self.handle.backfill_submissions_today().await.map_err(store_retry)?;
-        for w in pending {
-            if *running >= max_active {
-                return Ok(None);
-            }
-            if subs >= max_subs {
-                return Ok(Some(Held::Daily(format!(
-                    "{subs} of {max_subs} query submissions of the rolling 24 h used (max_submissions_per_day); the next windows wait"
-                ))));
-            }
-            let q = match self.client.create(w.job, w.start_ms, w.end_ms, &w.filters).await {
-                Ok(q) => q,
-                Err(ApiError::Throttled { retry_after, .. }) => {
-                    self.learned_cap = Some(((*running).max(1), Instant::now()));
-                    let why = format!(
-                        "Microsoft refused a new query with 429 while {} ran: at most that many for {}",
-                        *running,
-                        humantime::format_duration(LEARNED_FOR)
-                    );
-                    tracing::warn!(tenant = %self.tenant(), "{why}");
-                    return Ok(Some(Held::Throttled { after: retry_after, why }));
-                }
-                // The window stays pending; queries already running are still looked after.
-                Err(e @ (ApiError::Transient(_) | ApiError::Boundary(_))) if *running > 0 => {
-                    tracing::warn!(tenant = %self.tenant(), error = %e, "creating a backfill query failed; trying again next cycle");
-                    return Ok(None);
-                }
-                Err(e) => return Err(self.outcome(e)),
-            };
-            self.handle.backfill_query_created(w, &q.id).await.map_err(store_retry)?;
-            let (from, to) = (fmt_time(w.start_ms), fmt_time(w.end_ms));
-            events::BackfillQueryCreated { tenant: self.tenant(), job: w.job, from: &from, to: &to, query_id: &q.id }
-                .emit();
-            self.polls.insert(q.id, (Instant::now() + self.settings.poll_interval, self.settings.poll_interval));
-            *running += 1;
-            subs += 1;
-        }
-        Ok(None)
-    }
-
     async fn report(&self) -> Result<(), Outcome> {
         let (jobs, finished) = self.handle.backfill_progress().await.map_err(store_retry)?;
         let active = jobs.iter().filter(|j| j.state == "active");
@@ -360,7 +316,10 @@ impl AuditQueryStream {
 
     async fn run_cycle(&mut self, shutdown: &CancellationToken) -> Result<Outcome, Outcome> {
         self.first_start().await.map_err(store_retry)?;
-        let windows = self.handle.backfill_open_windows().await.map_err(store_retry)?;
+        let mut windows = self.handle.backfill_open_windows().await.map_err(store_retry)?;
+        if !self.orphans_checked {
+            self.adopt_orphans(&mut windows).await?;
+        }
         let mut running = 0u32;
         for w in windows.iter().filter(|w| w.state == WindowState::Running) {
             let due = w.query_id.as_deref().is_some_and(|id| self.due(id));
@@ -387,6 +346,9 @@ impl AuditQueryStream {
         })
     }
 }
+
+#[path = "submit.rs"]
+mod submit;
 
 impl Source for AuditQueryStream {
     async fn cycle(&mut self, shutdown: &CancellationToken) -> Outcome {
