@@ -331,3 +331,47 @@ async fn a_query_created_just_before_a_crash_is_taken_over_not_created_again() {
     assert_eq!(st.created, 3, "three windows, three queries: the orphan was taken over");
     assert_eq!(st.windows.iter().collect::<HashSet<_>>().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_follows_its_job_to_a_summary_and_the_metrics_count_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let extras = ConfigExtras {
+        management: "enabled = false".into(),
+        audit_query: FAST.into(),
+        telemetry: format!("listen = \"127.0.0.1:{port}\""),
+        ..Default::default()
+    };
+    let h = Harness::new(long_history(AuditLogScenario::default()), extras).await;
+    let state = h.state_dir();
+    let d = BinaryDaemon::spawn(&h.config, &[]);
+    wait_until("the daemon to register its streams", Duration::from_secs(30), || {
+        Store::open_read_only(&state).and_then(|s| s.streams()).is_ok_and(|v| !v.is_empty())
+    })
+    .await;
+    let config = h.config.clone();
+    // Not on a terminal: a line per finished window on stderr, the summary on stdout.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_auditkeeper"))
+            .args(["backfill", "--tenant", "contoso", "--since", "5d", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("job 1: 5/5 windows done, 0 running, 0 failed") && stdout.contains("(done)"), "{stdout}");
+    assert!(stderr.lines().filter(|l| l.contains("windows done")).count() >= 2, "{stderr}");
+    let job = finished(&h).unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    let m = common::parse_metrics(&metrics);
+    assert_eq!(common::sum_metric(&m, "auditkeeper_backfill_queries_total"), 5.0, "{metrics}");
+    assert_eq!(common::sum_metric(&m, "auditkeeper_backfill_records_total"), job.records as f64, "{metrics}");
+    assert!(d.terminate().success());
+    // The status report, as JSON, carries the job for scripts.
+    let status = auditkeeper::status::json(&state, None).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["backfills"][0]["windows_done"], 5, "{status}");
+    assert_eq!(v["backfills"][0]["state"], "done", "{status}");
+}
