@@ -25,6 +25,8 @@ pub struct ConfigExtras {
     pub telemetry: String,
     /// Lines of `[tenants.audit_query]`; empty leaves the table out (backfill on, no job).
     pub audit_query: String,
+    /// Lines appended to `[http]`.
+    pub http: String,
 }
 
 /// Writes a config that points every endpoint at the simulator.
@@ -41,6 +43,7 @@ shutdown_timeout = "10s"
 
 [http]
 ca_file = "{ca}"
+{http}
 
 [log]
 level = "warn"
@@ -96,6 +99,7 @@ path = "{records}"
         spool = extras.spool,
         telemetry =
             if extras.telemetry.is_empty() { String::new() } else { format!("[telemetry]\n{}", extras.telemetry) },
+        http = extras.http,
         audit_query = if extras.audit_query.is_empty() {
             String::new()
         } else {

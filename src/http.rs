@@ -27,6 +27,13 @@ pub struct HttpConfig {
     pub max_gzip_ratio: Option<u64>,
     /// Most pages one listing window may take before it stops with an error (a looping link).
     pub max_pages_per_window: Option<u32>,
+    /// Forward proxy for every Microsoft call and token request, e.g. `http://proxy:3128`.
+    /// Without it, `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` from the environment apply.
+    pub proxy: Option<String>,
+    /// `user:password` for the proxy (basic auth), in a file readable by the daemon only.
+    pub proxy_credentials_file: Option<PathBuf>,
+    /// Hosts reached without the configured proxy (as `NO_PROXY`: `.contoso.com,10.0.0.0/8`).
+    pub no_proxy: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +44,15 @@ pub struct HttpSettings {
     pub max_response_bytes: u64,
     pub max_gzip_ratio: u64,
     pub max_pages_per_window: u32,
+    pub proxy: Option<ProxySettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub url: String,
+    /// Read when the client is built; never kept in the settings.
+    pub credentials_file: Option<PathBuf>,
+    pub no_proxy: Option<String>,
 }
 
 pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
@@ -51,6 +67,7 @@ pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
         max_response_bytes: raw.max_response_bytes.unwrap_or(64 << 20),
         max_gzip_ratio: raw.max_gzip_ratio.unwrap_or(100),
         max_pages_per_window: raw.max_pages_per_window.unwrap_or(crate::sources::window::MAX_PAGES),
+        proxy: proxy(is, raw),
     };
     for (key, v) in [("http.max_blob_bytes", s.max_blob_bytes), ("http.max_response_bytes", s.max_response_bytes)] {
         if !((1 << 20)..=(16 << 30)).contains(&v) {
@@ -66,6 +83,46 @@ pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
     s
 }
 
+fn proxy(is: &mut Issues, raw: &HttpConfig) -> Option<ProxySettings> {
+    let Some(url) = &raw.proxy else {
+        for (k, set) in
+            [("proxy_credentials_file", raw.proxy_credentials_file.is_some()), ("no_proxy", raw.no_proxy.is_some())]
+        {
+            if set {
+                is.add(format!("http.{k}"), "only applies with http.proxy");
+            }
+        }
+        return None;
+    };
+    match url::Url::parse(url) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() => {
+            is.add("http.proxy", format!("{url:?} must be an http:// or https:// URL of the proxy"));
+        }
+        // Never a password in the config file (it is shown by errors and read by many).
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            is.add("http.proxy", "must not carry credentials; put user:password in http.proxy_credentials_file");
+        }
+        Ok(_) => {}
+        Err(e) => is.add("http.proxy", format!("is not a URL: {e}")),
+    }
+    Some(ProxySettings {
+        url: url.clone(),
+        credentials_file: raw.proxy_credentials_file.clone(),
+        no_proxy: raw.no_proxy.clone(),
+    })
+}
+
+/// `user:password` from the credentials file; the error names the file, never its content.
+fn proxy_credentials(path: &std::path::Path) -> Result<(String, String), HttpSetupError> {
+    let err = |message: String| HttpSetupError::Proxy { path: path.display().to_string(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let line = text.trim_end_matches(['\r', '\n']);
+    match line.split_once(':') {
+        Some((u, p)) if !u.is_empty() => Ok((u.to_string(), p.to_string())),
+        _ => Err(err("must hold user:password on one line".into())),
+    }
+}
+
 impl HttpSettings {
     pub fn body_limits(&self) -> crate::sources::boundary::BodyLimits {
         crate::sources::boundary::BodyLimits::new(
@@ -78,8 +135,13 @@ impl HttpSettings {
 }
 
 impl HttpSettings {
-    /// The environment check: the extra CA parses.
+    /// The environment check: the extra CA parses, the proxy credentials are readable.
     pub fn check(&self, is: &mut Issues) {
+        if let Some(f) = self.proxy.as_ref().and_then(|p| p.credentials_file.as_ref())
+            && let Err(e) = proxy_credentials(f)
+        {
+            is.add("http.proxy_credentials_file", e.to_string());
+        }
         if let Some(ca) = &self.ca_file {
             match std::fs::read(ca) {
                 Err(e) => is.add("http.ca_file", format!("cannot read {}: {e}", ca.display())),
@@ -98,6 +160,8 @@ pub enum HttpSetupError {
     Ca { path: String, message: String },
     #[error("cannot build HTTP client: {0}")]
     Build(String),
+    #[error("http.proxy_credentials_file {path}: {message}")]
+    Proxy { path: String, message: String },
 }
 
 pub fn client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError> {
@@ -118,6 +182,15 @@ pub fn client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError
         let cert = reqwest::Certificate::from_pem(&pem)
             .map_err(|e| HttpSetupError::Ca { path: ca.display().to_string(), message: e.to_string() })?;
         b = b.add_root_certificate(cert);
+    }
+    if let Some(p) = &settings.proxy {
+        let mut proxy = reqwest::Proxy::all(&p.url).map_err(|e| HttpSetupError::Build(format!("http.proxy: {e}")))?;
+        if let Some(f) = &p.credentials_file {
+            let (user, password) = proxy_credentials(f)?;
+            proxy = proxy.basic_auth(&user, &password);
+        }
+        proxy = proxy.no_proxy(p.no_proxy.as_deref().and_then(reqwest::NoProxy::from_string));
+        b = b.proxy(proxy);
     }
     b.build().map_err(|e| HttpSetupError::Build(e.to_string()))
 }

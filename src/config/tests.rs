@@ -206,3 +206,15 @@ fn message_trace_is_left_out_of_sovereign_clouds_and_refused_when_listed_there()
             .unwrap_err();
     assert!(e.contains("tenants[0].graph.streams[1]: \"message_trace\" is not offered in this cloud"), "{e}");
 }
+
+#[test]
+fn a_proxy_is_a_plain_url_and_its_password_lives_in_a_file() {
+    let cfg = |lines: &str| format!("{BASE}\n[http]\n{lines}\n");
+    assert!(check(&cfg("proxy = \"http://proxy.contoso.com:3128\"\nno_proxy = \".contoso.com\"")).is_ok());
+    let e = check(&cfg("proxy = \"http://user:pass@proxy:3128\"")).unwrap_err();
+    assert!(e.contains("http.proxy: must not carry credentials") && !e.contains("pass@"), "{e}");
+    let e = check(&cfg("proxy = \"socks9://proxy:1080\"")).unwrap_err();
+    assert!(e.contains("http.proxy: \"socks9://proxy:1080\" must be an http:// or https:// URL"), "{e}");
+    let e = check(&cfg("proxy_credentials_file = \"/run/credentials/proxy\"")).unwrap_err();
+    assert!(e.contains("http.proxy_credentials_file: only applies with http.proxy"), "{e}");
+}

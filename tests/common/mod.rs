@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod eventhubs;
+pub mod proxy;
 pub mod receiver;
 pub mod rsyslog;
 
