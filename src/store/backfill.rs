@@ -97,8 +97,8 @@ pub struct BackfillProgress {
     pub windows_pending: i64,
     pub windows_running: i64,
     pub windows_failed: i64,
-    /// Records the audit log returned for the finished windows (duplicates of the live feed
-    /// included: they are dropped at ingest).
+    /// Records the audit log returned for the read windows, failed ones cut short included
+    /// (duplicates of the live feed too: they are dropped at ingest).
     pub records: i64,
     /// The last reason a window was retried, split or failed.
     pub last_detail: Option<String>,
@@ -303,19 +303,21 @@ fn insert_window(tx: &rusqlite::Transaction<'_>, job: i64, s: i64, e: i64, now: 
     .map(|_| ())
 }
 
-/// In the ingest transaction of a window's last page.
-pub(super) fn mark_done(
+/// In the ingest transaction of a window's last page: `done`, or `failed` when `cut_short`
+/// says records beyond what it returned could not be read.
+pub(super) fn mark_read(
     tx: &rusqlite::Transaction<'_>,
     job: i64,
     start_ms: i64,
     end_ms: i64,
     records: i64,
-    detail: Option<&str>,
+    cut_short: Option<&str>,
 ) -> rusqlite::Result<()> {
+    let state = if cut_short.is_some() { WindowState::Failed } else { WindowState::Done };
     tx.run(
-        "UPDATE backfill_windows SET state = 'done', records = ?4, detail = coalesce(?5, detail), updated_at = ?6
+        "UPDATE backfill_windows SET state = ?4, records = ?5, detail = coalesce(?6, detail), updated_at = ?7
          WHERE job = ?1 AND start_ms = ?2 AND end_ms = ?3",
-        params![job, start_ms, end_ms, records, detail, now_ms()],
+        params![job, start_ms, end_ms, state.as_str(), records, cut_short, now_ms()],
     )
     .map(|_| ())
 }
@@ -325,7 +327,7 @@ fn progress(c: &rusqlite::Connection) -> rusqlite::Result<Vec<BackfillProgress>>
         "SELECT j.id, j.tenant, j.since_ms, j.until_ms, j.filters, j.origin, j.state, j.created_at, j.finished_at,
             coalesce(sum(w.state = 'done'), 0), coalesce(sum(w.state = 'pending'), 0),
             coalesce(sum(w.state = 'running'), 0), coalesce(sum(w.state = 'failed'), 0),
-            coalesce(sum(CASE WHEN w.state = 'done' THEN w.records ELSE 0 END), 0),
+            coalesce(sum(CASE WHEN w.state IN ('done', 'failed') THEN w.records ELSE 0 END), 0),
             (SELECT detail FROM backfill_windows d WHERE d.job = j.id AND d.detail IS NOT NULL
              ORDER BY d.updated_at DESC LIMIT 1)
          FROM backfill_jobs j LEFT JOIN backfill_windows w ON w.job = j.id

@@ -23,6 +23,10 @@ fn job(s: &Store, days: i64) -> i64 {
 }
 
 fn done_page(w: &BackfillWindow, records: i64) -> IngestPage {
+    read_page(w, records, None)
+}
+
+fn read_page(w: &BackfillWindow, records: i64, cut_short: Option<&str>) -> IngestPage {
     IngestPage {
         stream: "t/audit_query/backfill".into(),
         tenant: "t".into(),
@@ -35,7 +39,7 @@ fn done_page(w: &BackfillWindow, records: i64) -> IngestPage {
             start_ms: w.start_ms,
             end_ms: w.end_ms,
             records,
-            detail: None,
+            cut_short: cut_short.map(str::to_string),
         },
         throttled: Vec::new(),
     }
@@ -101,4 +105,16 @@ fn a_cancelled_job_has_no_open_windows() {
     assert!(s.backfill_open_windows("t").unwrap().is_empty());
     assert!(s.backfill_exists("t", "command").unwrap());
     assert!(!s.backfill_exists("t", "backfill_days").unwrap());
+}
+
+#[test]
+fn a_window_cut_short_at_the_record_limit_is_failed_with_its_records_counted() {
+    let (_d, s) = open();
+    let id = job(&s, 1);
+    let w = s.backfill_open_windows("t").unwrap().remove(0);
+    s.ingest(&read_page(&w, 40, Some("truncated at the smallest window")), 1_000, 0).unwrap();
+    assert_eq!(s.backfill_finish_jobs("t").unwrap(), vec![id], "nothing left to do");
+    let p = &s.backfill_jobs().unwrap()[0];
+    assert_eq!((p.windows_done, p.windows_failed, p.records), (0, 1, 40));
+    assert_eq!(p.last_detail.as_deref(), Some("truncated at the smallest window"));
 }

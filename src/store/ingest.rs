@@ -26,8 +26,10 @@ pub enum Checkpoint {
     /// The blob was over the size or compression cap; counted and shown, never fetched again.
     BlobRefused { content_id: String, detail: String },
     /// The last page of a backfill window: the window is done, with the records its query
-    /// returned (`detail` says why it counts as done if the query was truncated).
-    BackfillWindowDone { job: i64, start_ms: i64, end_ms: i64, records: i64, detail: Option<String> },
+    /// returned. `cut_short` says why they are not all of its records (Microsoft's record
+    /// limit at the smallest window): the window is then `failed`, shown as such, with what it
+    /// returned kept.
+    BackfillWindowDone { job: i64, start_ms: i64, end_ms: i64, records: i64, cut_short: Option<String> },
 }
 
 /// One page for ingest: its records point into `body` (the bytes Microsoft sent).
@@ -199,8 +201,8 @@ fn ingest_page(
         Checkpoint::BlobRefused { content_id, detail } => {
             refused = blobs::mark(tx, content_id, "refused", None, Some(detail), now)? as i64;
         }
-        Checkpoint::BackfillWindowDone { job, start_ms, end_ms, records, detail } => {
-            super::backfill::mark_done(tx, *job, *start_ms, *end_ms, *records, detail.as_deref())?;
+        Checkpoint::BackfillWindowDone { job, start_ms, end_ms, records, cut_short } => {
+            super::backfill::mark_read(tx, *job, *start_ms, *end_ms, *records, cut_short.as_deref())?;
         }
     }
     tx.run(

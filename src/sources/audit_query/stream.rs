@@ -5,7 +5,8 @@
 //! Microsoft truncated (`isRecordCountLimitExceeded`, or as many records as `record_limit` where
 //! the version does not say) is split in halves and re-run; so is a window whose pages keep
 //! failing (users report HTTP 500 after about 20,000 records, and malformed pages). Only a
-//! window already at `min_window` that still fails is given up, as `failed`, shown in `status`.
+//! window already at `min_window` that still fails is given up, as `failed`, shown in `status`;
+//! one Microsoft still truncates there is `failed` too, with the records it returned kept.
 //!
 //! INVARIANT: at most `max_active_queries` queries run, and at most `max_submissions_per_day`
 //! are created in any 24 h (counted in the store, so a restart does not reset the count).
@@ -202,12 +203,12 @@ impl AuditQueryStream {
     async fn read(&mut self, w: &BackfillWindow, q: &Query) -> Result<Step, Outcome> {
         let min = self.settings.min_window.as_millis() as i64;
         let splittable = protocol::split_point(w.start_ms, w.end_ms, min).is_some();
-        let mut note = None;
+        let mut cut_short = None;
         if q.limit_exceeded == Some(true) {
             if splittable {
                 return self.set_back(w, "Microsoft truncated the query (isRecordCountLimitExceeded)", true).await;
             }
-            note = Some(
+            cut_short = Some(
                 "truncated by Microsoft's record limit at the smallest window; what it returned was kept".to_string(),
             );
         }
@@ -248,7 +249,7 @@ impl AuditQueryStream {
             // Where the version does not say it truncated, a full query is taken as truncated.
             let silent_cut = last && q.limit_exceeded.is_none() && count >= limit;
             if silent_cut && !splittable {
-                note = Some(format!(
+                cut_short = Some(format!(
                     "returned {count} records, the record limit, at the smallest window; what it returned was kept"
                 ));
             }
@@ -258,7 +259,7 @@ impl AuditQueryStream {
                     start_ms: w.start_ms,
                     end_ms: w.end_ms,
                     records: count as i64,
-                    detail: note.clone(),
+                    cut_short: cut_short.clone(),
                 }
             } else {
                 Checkpoint::None
@@ -275,6 +276,10 @@ impl AuditQueryStream {
                 None => {
                     self.polls.remove(&q.id);
                     let (from, to) = (fmt_time(w.start_ms), fmt_time(w.end_ms));
+                    if let Some(why) = &cut_short {
+                        let (tenant, job) = (self.tenant(), w.job);
+                        events::BackfillWindowSetBack { tenant, job, from: &from, to: &to, what: "failed", why }.emit();
+                    }
                     events::BackfillWindowDone {
                         tenant: self.tenant(),
                         job: w.job,
@@ -335,7 +340,12 @@ impl AuditQueryStream {
             }
         }
         let pending: Vec<&BackfillWindow> = windows.iter().filter(|w| w.state == WindowState::Pending).collect();
-        let held = if shutdown.is_cancelled() { None } else { self.submit(&pending, &mut running).await? };
+        // No pending window, no submission count to read: an idle stream costs two queries.
+        let held = if shutdown.is_cancelled() || pending.is_empty() {
+            None
+        } else {
+            self.submit(&pending, &mut running).await?
+        };
         self.report().await?;
         // While queries run, the next cycle comes at the poll interval to look at them.
         Ok(match held {
