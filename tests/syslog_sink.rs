@@ -83,7 +83,8 @@ async fn tls_messages_arrive_byte_exact_once_across_a_receiver_restart() {
     }
     let rdir = tempfile::tempdir().unwrap();
     let mut rs = Rsyslog::start(rdir.path(), "tls");
-    let extra = sink("siem", "tls", &rs, "batch = { max_records = 100, linger = \"20ms\" }");
+    let extra =
+        sink("siem", "tls", &rs, "batch = { max_records = 100, linger = \"20ms\" }\nresend_max_bytes = \"256KiB\"");
     let h = Harness::new(scenario(4_000), ConfigExtras { extra_sinks: extra, ..ConfigExtras::default() }).await;
     let daemon = Daemon::start(&h.settings()).await.expect("daemon");
     wait_lines(&rs, 800, Duration::from_secs(90)).await;
@@ -121,9 +122,11 @@ async fn tls_messages_arrive_byte_exact_once_across_a_receiver_restart() {
         assert_eq!(want[&id], line, "message for {id} is byte-exact");
         *got.entry(id).or_insert(0) += 1;
     }
-    // A restart may resend the one batch in flight (at most 100 records), never lose one.
+    // A restart may resend the batch in flight (100 records) and what rsyslog confirmed just
+    // before it closed the connection (256 KiB: under 260 records of over 1 KB), never lose one.
     let dups: u32 = got.values().map(|n| n - 1).sum();
-    assert!(dups <= 100, "{dups} duplicates");
+    eprintln!("{dups} duplicates after the receiver restart");
+    assert!(dups <= 360, "{dups} duplicates");
     let once: HashMap<String, u32> = got.keys().map(|k| (k.clone(), 1)).collect();
     assert_exactly_once(&truth.ids, &once);
 }

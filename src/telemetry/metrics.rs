@@ -70,6 +70,8 @@ metrics_table! {
         "Bytes in the dead-letter table.";
     SYSLOG_TRUNCATED = "auditkeeper_syslog_truncated_total", Counter, Count,
         "Records a syslog sink truncated to its message size (oversize = truncate).";
+    SINK_RESENT = "auditkeeper_sink_resent_records_total", Counter, Count,
+        "Records sent again because the receiver closed the connection just after confirming them (syslog over TCP or TLS).";
     API_REQUESTS = "auditkeeper_api_requests_total", Counter, Count,
         "Requests to Microsoft APIs by status class (2xx, 3xx, 4xx, 5xx, error).";
     API_THROTTLED = "auditkeeper_api_throttled_total", Counter, Count,

@@ -33,6 +33,13 @@ pub struct SyslogSinkConfig {
     pub server_name: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// TCP and TLS: when the receiver closes the connection, what it confirmed this long
+    /// before is sent again (it may have dropped it unread). `0s` turns it off.
+    #[serde(default, with = "humantime_serde")]
+    pub resend_window: Option<Duration>,
+    /// TCP and TLS: at most this much of the newest confirmed frames is held for that.
+    #[serde(default, deserialize_with = "crate::common::size::opt")]
+    pub resend_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +75,8 @@ pub struct SyslogSinkSettings {
     pub tls: TlsClientSettings,
     pub server_name: String,
     pub timeout: Duration,
+    pub resend_window: Duration,
+    pub resend_max_bytes: usize,
 }
 
 const FACILITIES: [&str; 24] = [
@@ -170,6 +179,15 @@ pub fn validate(is: &mut Issues, prefix: &str, c: &SyslogSinkConfig) -> Option<S
     }
     let timeout = c.timeout.unwrap_or(Duration::from_secs(30));
     is.within(p("timeout"), timeout, Duration::from_secs(1), Duration::from_secs(3600));
+    let resend_window = c.resend_window.unwrap_or(Duration::from_secs(10));
+    is.within(p("resend_window"), resend_window, Duration::ZERO, Duration::from_secs(3600));
+    let resend_max_bytes = c.resend_max_bytes.unwrap_or(BATCH.bytes);
+    if resend_max_bytes > 256 << 20 {
+        is.add(p("resend_max_bytes"), "must be at most 256MiB (it is held in memory)");
+    }
+    if transport == Transport::Udp && (c.resend_window.is_some() || c.resend_max_bytes.is_some()) {
+        is.add(p("resend_window"), "UDP confirms nothing, so there is nothing to resend: use tcp or tls");
+    }
     Some(SyslogSinkSettings {
         server_name: c.server_name.clone().or(host.clone()).unwrap_or_default(),
         address: address?,
@@ -183,6 +201,8 @@ pub fn validate(is: &mut Issues, prefix: &str, c: &SyslogSinkConfig) -> Option<S
         oversize,
         tls,
         timeout,
+        resend_window,
+        resend_max_bytes: resend_max_bytes as usize,
     })
 }
 

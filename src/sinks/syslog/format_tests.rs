@@ -22,6 +22,8 @@ fn settings(max: usize, oversize: Oversize) -> SyslogSinkSettings {
         tls: Default::default(),
         server_name: "localhost".into(),
         timeout: std::time::Duration::from_secs(5),
+        resend_window: std::time::Duration::from_secs(10),
+        resend_max_bytes: 1 << 20,
     }
 }
 

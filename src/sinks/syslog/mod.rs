@@ -1,11 +1,15 @@
 //! The syslog sink: RFC 5424 messages (`format`) over UDP, TCP with octet counting or LF
 //! framing (RFC 6587), or TLS (RFC 5425) (`transport`).
 //!
+//! Over TCP and TLS, what the receiver confirmed just before it closed the connection is sent
+//! again on the next one (`resend`): at least once, never lost to a receiver's restart.
+//!
 //! Oversize messages are dead-lettered (default, nothing lost) or truncated with a
 //! `truncated="<original bytes>"` marker in the structured data, per `oversize`; both are counted.
 
 pub mod config;
 pub mod format;
+pub mod resend;
 pub mod transport;
 
 use config::{Framing, SyslogSinkSettings};
@@ -72,9 +76,13 @@ impl Sink for SyslogSink {
                 self.buf.push(b'\n');
             }
         }
-        conn.send(&self.buf, &ranges)
+        let sent = conn
+            .send(&self.buf, &ranges)
             .await
             .map_err(|e| SinkError::Retryable(format!("syslog {}: {e}", self.address)))?;
+        if sent.resent_records > 0 {
+            crate::telemetry::events::RecordsResent { sink: &self.name, records: sent.resent_records as u64 }.emit();
+        }
         if truncated > 0 {
             crate::telemetry::events::RecordsTruncated { sink: &self.name, records: truncated }.emit();
         }

@@ -121,6 +121,18 @@ impl RecordsTruncated<'_> {
     }
 }
 
+/// Records a stream receiver had confirmed just before it closed the connection, sent again.
+pub struct RecordsResent<'a> {
+    pub sink: &'a str,
+    pub records: u64,
+}
+
+impl RecordsResent<'_> {
+    pub fn emit(&self) {
+        metrics::counter!(m::SINK_RESENT, "sink" => self.sink.to_string()).increment(self.records);
+    }
+}
+
 /// How far behind a sink is.
 pub struct SinkBacklog<'a> {
     pub sink: &'a str,
