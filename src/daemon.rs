@@ -134,12 +134,13 @@ impl Daemon {
         for d in orphans {
             tracing::warn!(sink = %d, "sink no longer configured: its offset is kept, so the spool keeps the records it has not received; `auditkeeper forget-sink {d}` releases them");
         }
-        let http = crate::http::client(&settings.http)?;
+        let clients = crate::http::clients(&settings.http)?;
+        let http = clients.api.clone();
         // One credential per tenant: its token cache serves every API audience, and sinks that
         // sign their calls as the tenant's app (Azure Monitor) borrow it.
-        let mut ctx = sinks::BuildContext { http: Some(http.clone()), ..Default::default() };
+        let mut ctx = sinks::BuildContext { http: Some(clients.clone()), ..Default::default() };
         for t in &settings.tenants {
-            ctx.auth.insert(t.name.clone(), Arc::new(TenantAuth::new(&t.credential, http.clone())?));
+            ctx.auth.insert(t.name.clone(), Arc::new(TenantAuth::new(&t.sign_in, clients.clone())));
         }
         let mut forwarders = Tasks::default();
         for s in &settings.sinks {

@@ -27,6 +27,8 @@ pub struct ConfigExtras {
     pub audit_query: String,
     /// Lines appended to `[http]`.
     pub http: String,
+    /// The tenant's sign-in lines in place of `client_id` and `client_secret_file`.
+    pub credential: String,
 }
 
 /// Writes a config that points every endpoint at the simulator.
@@ -58,8 +60,7 @@ min_free_bytes = "8MiB"
 [[tenants]]
 name = "contoso"
 tenant_id = "{tenant_id}"
-client_id = "{client_id}"
-client_secret_file = "{secret}"
+{credential}
 
 [tenants.endpoints]
 authority = "{base}"
@@ -88,8 +89,11 @@ path = "{records}"
         state = dir.join("state").display(),
         ca = sim.ca_file.display(),
         tenant_id = s.tenant_id,
-        client_id = s.client_id,
-        secret = secret.display(),
+        credential = if extras.credential.is_empty() {
+            format!("client_id = \"{}\"\nclient_secret_file = \"{}\"", s.client_id, secret.display())
+        } else {
+            extras.credential.clone()
+        },
         base = sim.base_url(),
         cts = s.content_types.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", "),
         records = dir.join("records").display(),

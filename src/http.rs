@@ -164,7 +164,25 @@ pub enum HttpSetupError {
     Proxy { path: String, message: String },
 }
 
-pub fn client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError> {
+/// The clients the daemon talks to Microsoft with.
+#[derive(Clone)]
+pub struct Clients {
+    /// Every API call and token request: through the configured or environment proxy.
+    pub api: reqwest::Client,
+    /// The managed identity endpoint (IMDS at 169.254.169.254, or the App Service / Arc one
+    /// on localhost): a link-local or local address that no proxy can reach, so never proxied.
+    pub identity: reqwest::Client,
+}
+
+pub fn clients(settings: &HttpSettings) -> Result<Clients, HttpSetupError> {
+    Ok(Clients {
+        api: client(settings)?,
+        identity: builder(settings)?.no_proxy().build().map_err(|e| HttpSetupError::Build(e.to_string()))?,
+    })
+}
+
+/// What every client shares: user agent, timeouts, the extra CA, no redirects, no inflating.
+fn builder(settings: &HttpSettings) -> Result<reqwest::ClientBuilder, HttpSetupError> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("auditkeeper/", env!("CARGO_PKG_VERSION")))
         .timeout(settings.timeout)
@@ -183,6 +201,11 @@ pub fn client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError
             .map_err(|e| HttpSetupError::Ca { path: ca.display().to_string(), message: e.to_string() })?;
         b = b.add_root_certificate(cert);
     }
+    Ok(b)
+}
+
+pub fn client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError> {
+    let mut b = builder(settings)?;
     if let Some(p) = &settings.proxy {
         let mut proxy = reqwest::Proxy::all(&p.url).map_err(|e| HttpSetupError::Build(format!("http.proxy: {e}")))?;
         if let Some(f) = &p.credentials_file {

@@ -1,73 +1,77 @@
-//! Credentials and access tokens per tenant, through `azure_identity`.
+//! Signing in to Entra ID, per tenant: which identity (`credential`), and one access token per
+//! audience (Management API, Graph, ARM, Event Hubs, Monitor), kept ahead of expiry (`tokens`).
 //!
-//! One credential per tenant serves every audience (Management API, Graph, ARM): the scope picks
-//! the audience. Secrets are loaded here and never appear in a log line, error or status.
+//! Secrets are loaded here and never appear in a log line, error or status.
 
 use std::sync::{Arc, RwLock};
 
-use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
-use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::{ClientOptions, Transport};
-use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use azure_core::credentials::TokenCredential;
 
 pub mod certificate;
+pub mod credential;
+pub mod tokens;
+
+pub use credential::{Credential, SignIn, UserAssigned};
 
 use crate::common::{Issues, SecretError, SecretSource};
 
-/// How a tenant's app proves who it is: what its secret holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialKind {
-    Secret,
-    /// A PEM with the certificate registered on the app and its RSA private key; the collector
-    /// signs a client assertion (PS256 JWT) with it.
-    Certificate,
-}
-
-/// Everything needed to sign in as one tenant's app registration.
-#[derive(Debug, Clone)]
-pub struct AppCredential {
-    /// The configured tenant name, for messages.
-    pub tenant: String,
-    pub tenant_id: String,
-    pub client_id: String,
-    /// Where the client secret, or the certificate PEM, is read from.
-    pub secret: SecretSource,
-    pub kind: CredentialKind,
-    /// OAuth authority host, e.g. `https://login.microsoftonline.com`.
-    pub authority: String,
-}
-
-impl AppCredential {
-    /// The environment check: the secret or certificate is there, readable and usable.
+impl SignIn {
+    /// The environment check: the secret, certificate or federated token is there, readable
+    /// and usable. `prefix` is the config table (`tenants[0]`).
     pub fn check(&self, is: &mut Issues, prefix: &str) {
-        let key = match (&self.secret, self.kind) {
-            (SecretSource::Env(_), _) => format!("{prefix}.client_secret_env"),
-            (SecretSource::File(_), CredentialKind::Certificate) => format!("{prefix}.client_certificate_file"),
-            (SecretSource::File(_), CredentialKind::Secret) => format!("{prefix}.client_secret_file"),
-        };
-        // A missing file is the commonest mistake; name it plainly.
-        if let SecretSource::File(f) = &self.secret {
-            let f = crate::common::secret::expand_credentials_dir(f);
-            match std::fs::metadata(&f) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return is.add(key, format!("file not found: {}", f.display()));
+        match &self.credential {
+            Credential::Secret { secret, .. } => check_secret(is, prefix, secret, false),
+            Credential::Certificate { pem, .. } => check_secret(is, prefix, pem, true),
+            Credential::ManagedIdentity(_) => {}
+            Credential::WorkloadIdentity { client_id, token_file } => {
+                let env_set = |v: &str| std::env::var(v).is_ok_and(|x| !x.trim().is_empty());
+                if client_id.is_none() && !env_set("AZURE_CLIENT_ID") {
+                    is.add(format!("{prefix}.client_id"), "is required: set it, or AZURE_CLIENT_ID in the environment");
                 }
-                Ok(m) if !m.is_file() => return is.add(key, format!("{} is not a regular file", f.display())),
-                _ => {}
+                match token_file.clone().or_else(|| std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").map(Into::into)) {
+                    None => is.add(
+                        format!("{prefix}.token_file"),
+                        "is required: set it, or AZURE_FEDERATED_TOKEN_FILE in the environment",
+                    ),
+                    Some(f) => {
+                        if let Err(e) = std::fs::metadata(&f) {
+                            is.add(format!("{prefix}.token_file"), format!("{}: {e}", f.display()));
+                        }
+                    }
+                }
             }
         }
-        match &self.secret {
-            SecretSource::Env(v) if std::env::var(v).map(|x| x.trim().is_empty()).unwrap_or(true) => {
-                is.add(key, format!("environment variable {v} is not set or empty"));
+    }
+}
+
+fn check_secret(is: &mut Issues, prefix: &str, src: &SecretSource, certificate: bool) {
+    let key = match (src, certificate) {
+        (SecretSource::Env(_), _) => format!("{prefix}.client_secret_env"),
+        (SecretSource::File(_), true) => format!("{prefix}.client_certificate_file"),
+        (SecretSource::File(_), false) => format!("{prefix}.client_secret_file"),
+    };
+    // A missing file is the commonest mistake; name it plainly.
+    if let SecretSource::File(f) = src {
+        let f = crate::common::secret::expand_credentials_dir(f);
+        match std::fs::metadata(&f) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return is.add(key, format!("file not found: {}", f.display()));
             }
-            src => {
-                src.check(is, &key);
-                if self.kind == CredentialKind::Certificate
-                    && let Ok(pem) = src.read()
-                    && let Err(e) = certificate::AppCertificate::from_pem(&pem)
-                {
-                    is.add(key, e.to_string());
-                }
+            Ok(m) if !m.is_file() => return is.add(key, format!("{} is not a regular file", f.display())),
+            _ => {}
+        }
+    }
+    match src {
+        SecretSource::Env(v) if std::env::var(v).map(|x| x.trim().is_empty()).unwrap_or(true) => {
+            is.add(key, format!("environment variable {v} is not set or empty"));
+        }
+        src => {
+            src.check(is, &key);
+            if certificate
+                && let Ok(pem) = src.read()
+                && let Err(e) = certificate::AppCertificate::from_pem(&pem)
+            {
+                is.add(key, e.to_string());
             }
         }
     }
@@ -81,42 +85,39 @@ pub enum AuthError {
         #[source]
         source: SecretError,
     },
-    #[error("tenant {tenant}: cannot build credential: {message}")]
+    #[error("{tenant}: cannot build the credential: {message}")]
     Setup { tenant: String, message: String },
-    #[error("tenant {tenant}: token request for {audience} failed: {message}")]
-    Token { tenant: String, audience: String, message: String },
+    #[error("tenant {tenant}: token request for {audience} as {who} failed: {message}")]
+    Token { tenant: String, audience: String, who: String, message: String, refused: bool },
 }
 
 impl AuthError {
     /// The authority answered and refused (AADSTS error), as opposed to being unreachable.
     pub fn is_rejection(&self) -> bool {
         match self {
-            AuthError::Token { message, .. } => message.contains("AADSTS") || message.contains("invalid_client"),
+            AuthError::Token { refused, .. } => *refused,
             _ => true,
         }
     }
 }
 
 pub struct TenantAuth {
-    tenant: String,
-    tenant_id: String,
-    client_id: String,
-    source: SecretSource,
-    kind: CredentialKind,
-    /// The client secret, or the certificate PEM.
-    secret: RwLock<String>,
-    authority: String,
-    http: reqwest::Client,
-    credential: RwLock<Arc<dyn TokenCredential>>,
+    sign_in: SignIn,
+    /// The client secret or certificate PEM, for the kinds that have one.
+    secret: RwLock<Option<String>>,
+    http: crate::http::Clients,
+    /// The credential, or why it could not be built (shown by every token request, so only
+    /// this tenant's streams fail, and tried again by `invalidate`).
+    credential: RwLock<Result<Arc<dyn TokenCredential>, String>>,
+    tokens: tokens::Tokens,
 }
 
 impl std::fmt::Debug for TenantAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantAuth")
-            .field("tenant", &self.tenant)
-            .field("client_id", &self.client_id)
-            .field("secret", &"<redacted>")
-            .finish()
+            .field("tenant", &self.sign_in.name)
+            .field("credential", &self.sign_in.credential.describe())
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,42 +126,87 @@ pub fn load_secret(tenant: &str, source: &SecretSource) -> Result<String, AuthEr
 }
 
 impl TenantAuth {
-    pub fn new(t: &AppCredential, http: reqwest::Client) -> Result<TenantAuth, AuthError> {
-        let secret = load_secret(&t.tenant, &t.secret)?;
-        let credential = build_raw(&t.tenant, t.kind, &t.tenant_id, &t.authority, &t.client_id, &secret, &http)?;
-        Ok(TenantAuth {
-            tenant: t.tenant.clone(),
-            tenant_id: t.tenant_id.clone(),
-            client_id: t.client_id.clone(),
-            source: t.secret.clone(),
-            kind: t.kind,
-            authority: t.authority.clone(),
-            credential: RwLock::new(credential),
-            secret: RwLock::new(secret),
+    /// Never fails: a secret that cannot be read or a credential that cannot be built fails
+    /// this tenant's token requests (and is tried again), not the daemon.
+    pub fn new(s: &SignIn, http: crate::http::Clients) -> TenantAuth {
+        let a = TenantAuth {
+            sign_in: s.clone(),
+            secret: RwLock::new(None),
             http,
-        })
+            credential: RwLock::new(Err(String::new())),
+            tokens: tokens::Tokens::default(),
+        };
+        a.rebuild();
+        if let Err(e) = &*a.credential.read().unwrap_or_else(|p| p.into_inner()) {
+            tracing::error!(tenant = %s.name, error = %e, "cannot sign in; this tenant's streams fail until it can");
+        }
+        a
+    }
+
+    /// (Re-)reads the secret and builds the credential.
+    fn rebuild(&self) {
+        let name = &self.sign_in.name;
+        if let Some(src) = self.sign_in.credential.secret_source() {
+            match load_secret(name, src) {
+                Ok(s) => *self.secret.write().unwrap_or_else(|p| p.into_inner()) = Some(s),
+                Err(e) => {
+                    let held = self.secret.read().unwrap_or_else(|p| p.into_inner()).is_some();
+                    if !held {
+                        let why = match e {
+                            AuthError::Secret { source, .. } => format!("cannot read the secret: {source}"),
+                            e => e.to_string(),
+                        };
+                        *self.credential.write().unwrap_or_else(|p| p.into_inner()) = Err(why);
+                        return;
+                    }
+                    tracing::warn!(tenant = %name, error = %e, "could not re-read the client secret; keeping the old one");
+                }
+            }
+        }
+        let secret = self.secret.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let built = credential::build(&self.sign_in, secret.as_deref(), Some(&self.http));
+        let mut slot = self.credential.write().unwrap_or_else(|p| p.into_inner());
+        match built {
+            Ok(c) => *slot = Ok(c),
+            // A working credential is kept over one that no longer builds.
+            Err(e) if slot.is_ok() => tracing::warn!(tenant = %name, error = %e, "could not rebuild credential"),
+            Err(e) => *slot = Err(e.to_string()),
+        }
     }
 
     fn secret(&self) -> String {
-        self.secret.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.secret.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
     }
 
-    /// A bearer token for `resource` (e.g. `https://manage.office.com`), cached until near expiry.
+    /// A bearer token for `resource` (e.g. `https://manage.office.com`), from memory while it
+    /// is good; see `tokens` for when it is fetched.
     pub async fn token(&self, resource: &str) -> Result<String, AuthError> {
         let scope = format!("{}/.default", resource.trim_end_matches('/'));
-        let cred = self.credential.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let t = cred.get_token(&[&scope], None).await.map_err(|e| AuthError::Token {
-            tenant: self.tenant.clone(),
-            audience: resource.to_string(),
-            message: redact(&crate::http::error_chain(&e), &self.secret()),
-        })?;
-        Ok(t.token.secret().to_string())
+        let cred = self.current_credential()?;
+        let fetch = || {
+            let cred = cred.clone();
+            let (scope, secret) = (scope.clone(), self.secret());
+            let (tenant, audience) = (self.sign_in.name.clone(), resource.to_string());
+            let who = self.sign_in.credential.describe();
+            async move {
+                let t = cred.get_token(&[&scope], None).await.map_err(|e| AuthError::Token {
+                    tenant,
+                    audience,
+                    who,
+                    message: redact(&crate::http::error_chain(&e), &secret),
+                    refused: refused(&e),
+                })?;
+                Ok::<_, AuthError>(tokens::Held::new(t.token.secret().to_string(), t.expires_on.into()))
+            }
+        };
+        self.tokens.get(resource, fetch).await
     }
 
     /// The credential as it stands now (it is rebuilt by `invalidate`); for clients such as
     /// the Event Hubs producer that ask for tokens themselves.
-    pub fn current_credential(&self) -> Arc<dyn TokenCredential> {
-        self.credential.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn current_credential(&self) -> Result<Arc<dyn TokenCredential>, AuthError> {
+        let c = self.credential.read().unwrap_or_else(|p| p.into_inner()).clone();
+        c.map_err(|message| AuthError::Setup { tenant: self.sign_in.name.clone(), message })
     }
 
     /// `text` with this tenant's secret removed, for errors that came back from a library.
@@ -169,71 +215,33 @@ impl TenantAuth {
     }
 
     pub fn tenant(&self) -> &str {
-        &self.tenant
+        &self.sign_in.name
     }
 
-    /// Drops every cached token (after a 401 or a refused token request) and re-reads the
+    /// Drops every held token (after a 401 or a refused token request) and re-reads the
     /// secret, so a rotated systemd credential is picked up without a restart.
     pub fn invalidate(&self) {
-        match load_secret(&self.tenant, &self.source) {
-            Ok(s) => *self.secret.write().unwrap_or_else(|p| p.into_inner()) = s,
-            Err(e) => {
-                tracing::warn!(tenant = %self.tenant, error = %e, "could not re-read the client secret; keeping the old one")
-            }
-        }
-        let fresh = build_raw(
-            &self.tenant,
-            self.kind,
-            &self.tenant_id,
-            &self.authority,
-            &self.client_id,
-            &self.secret(),
-            &self.http,
-        );
-        match fresh {
-            Ok(c) => *self.credential.write().unwrap_or_else(|p| p.into_inner()) = c,
-            Err(e) => {
-                tracing::warn!(tenant = %self.tenant, error = %e, "could not rebuild credential")
-            }
-        }
+        self.rebuild();
+        self.tokens.clear();
     }
 }
 
-fn build_raw(
-    tenant: &str,
-    kind: CredentialKind,
-    tenant_id: &str,
-    authority: &str,
-    client_id: &str,
-    secret: &str,
-    http: &reqwest::Client,
-) -> Result<Arc<dyn TokenCredential>, AuthError> {
-    // Both option structs are #[non_exhaustive]: they can only be built from `default()`.
-    #[allow(clippy::field_reassign_with_default)]
-    let client_options = {
-        let mut custom = CustomConfiguration::default();
-        custom.authority_host = authority.to_string();
-        let mut o = ClientOptions::default();
-        o.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
-        o.transport = Some(Transport::new(Arc::new(http.clone())));
-        o
-    };
-    let setup = |message: String| AuthError::Setup { tenant: tenant.to_string(), message: redact(&message, secret) };
-    match kind {
-        CredentialKind::Certificate => certificate::credential(secret, tenant_id, client_id, authority, client_options)
-            .map_err(|e| setup(e.to_string())),
-        CredentialKind::Secret => {
-            let options = ClientSecretCredentialOptions { client_options };
-            let cred = ClientSecretCredential::new(
-                tenant_id,
-                client_id.to_string(),
-                Secret::new(secret.to_string()),
-                Some(options),
-            )
-            .map_err(|e| setup(e.to_string()))?;
-            Ok(cred)
-        }
+/// The authority or identity endpoint answered and said no (an AADSTS error, or a 4xx other
+/// than 408 and 429), as opposed to being unreachable or busy.
+fn refused(e: &azure_core::Error) -> bool {
+    let text = crate::http::error_chain(e);
+    if text.contains("AADSTS") || text.contains("invalid_client") {
+        return true;
     }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if let Some(status) = x.downcast_ref::<azure_core::Error>().and_then(|a| a.http_status()) {
+            let s = u16::from(status);
+            return (400..500).contains(&s) && s != 408 && s != 429;
+        }
+        cur = x.source();
+    }
+    false
 }
 
 /// Belt and braces: an error text from a library must never carry the secret.

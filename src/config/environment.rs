@@ -5,8 +5,8 @@ use super::validate::Settings;
 use crate::common::Issues;
 
 pub fn check(s: &Settings, is: &mut Issues) {
-    for (i, t) in s.tenants.iter().enumerate() {
-        t.credential.check(is, &format!("tenants[{i}]"));
+    for t in &s.tenants {
+        t.sign_in.check(is, &t.origin);
     }
     s.http.check(is);
     if let Err(e) = crate::common::dirs::check_writable(&s.state_dir) {

@@ -7,6 +7,7 @@
 //! `auditkeeper validate` runs exactly these phases, so it is usable as `ExecStartPre=`.
 
 pub mod cloud;
+pub mod defaults;
 pub mod environment;
 pub mod schema;
 pub mod tenant;
@@ -44,7 +45,13 @@ pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
         )
         .build()
         .map_err(|e| load_err(e.to_string()))?;
-    built.try_deserialize().map_err(|e| load_err(e.to_string()))
+    let mut raw: RawConfig = built.try_deserialize().map_err(|e| load_err(e.to_string()))?;
+    if let Some(dir) = &raw.tenants_dir {
+        // Relative to the config file, as an operator reading it would expect.
+        let dir = path.parent().map(|p| p.join(dir)).unwrap_or_else(|| dir.clone());
+        raw.dir_tenants = defaults::read_dir(&dir).map_err(load_err)?;
+    }
+    Ok(raw)
 }
 
 /// Load, validate and check the environment: everything `run` needs before it starts.

@@ -33,8 +33,18 @@ pub struct RawConfig {
     pub telemetry: Option<TelemetryConfig>,
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// Keys every tenant takes unless it sets them itself: a table shaped like `[[tenants]]`.
     #[serde(default)]
-    pub tenants: Vec<TenantConfig>,
+    pub tenant_defaults: Option<serde_json::Value>,
+    /// A folder of `*.toml` files, one tenant each (the file name is its default name).
+    #[serde(default)]
+    pub tenants_dir: Option<PathBuf>,
+    /// `[[tenants]]` as written; `validate` applies the defaults and checks each.
+    #[serde(default)]
+    pub tenants: Vec<serde_json::Value>,
+    /// The tables of `tenants_dir`, read by `config::load`: file name and table.
+    #[serde(skip)]
+    pub dir_tenants: Vec<(String, serde_json::Value)>,
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
 }
@@ -73,11 +83,20 @@ pub struct TelemetryConfig {
 pub struct TenantConfig {
     pub name: Option<String>,
     pub tenant_id: Option<String>,
+    /// `secret`, `certificate`, `managed_identity` or `workload_identity`; without it, the
+    /// secret or certificate key that is set says which.
+    pub credential: Option<String>,
+    /// The app registration (`secret`, `certificate`, `workload_identity`), or the client id of
+    /// a user-assigned managed identity.
     pub client_id: Option<String>,
     pub client_secret_file: Option<PathBuf>,
     pub client_secret_env: Option<String>,
     /// PEM with the app's certificate and its RSA private key, instead of a client secret.
     pub client_certificate_file: Option<PathBuf>,
+    /// `managed_identity`: the user-assigned identity's Azure resource id.
+    pub resource_id: Option<String>,
+    /// `workload_identity`: the federated token file (default `AZURE_FEDERATED_TOKEN_FILE`).
+    pub token_file: Option<PathBuf>,
     pub publisher_identifier: Option<String>,
     #[serde(default)]
     pub cloud: Cloud,

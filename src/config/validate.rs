@@ -50,14 +50,15 @@ pub fn validate(raw: &RawConfig) -> Result<(Settings, Vec<String>), Vec<ConfigIs
         is.add("shutdown_timeout", "must be at most 1h");
     }
 
-    if raw.tenants.is_empty() {
-        is.add("tenants", "at least one [[tenants]] entry is required");
+    if raw.tenants.is_empty() && raw.dir_tenants.is_empty() {
+        let more = if raw.tenants_dir.is_some() { " (tenants_dir holds no *.toml file)" } else { "" };
+        is.add("tenants", format!("at least one [[tenants]] entry is required{more}"));
     }
     let mut tenants: Vec<TenantSettings> = Vec::new();
-    for (i, t) in raw.tenants.iter().enumerate() {
-        if let Some(ts) = tenant::validate(&mut is, i, t) {
+    for (prefix, t) in super::defaults::tenant_tables(&mut is, raw) {
+        if let Some(ts) = tenant::validate(&mut is, &prefix, &t) {
             if tenants.iter().any(|o| o.name == ts.name) {
-                is.add(format!("tenants[{i}].name"), format!("duplicate tenant name {:?}", ts.name));
+                is.add(format!("{prefix}.name"), format!("duplicate tenant name {:?}", ts.name));
             }
             tenants.push(ts);
         }

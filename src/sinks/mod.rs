@@ -185,5 +185,5 @@ pub fn build(s: &SinkSettings, ctx: &BuildContext) -> Result<BuiltSink, SinkBuil
 #[derive(Clone, Default)]
 pub struct BuildContext {
     pub auth: std::collections::HashMap<String, std::sync::Arc<crate::auth::TenantAuth>>,
-    pub http: Option<reqwest::Client>,
+    pub http: Option<crate::http::Clients>,
 }

@@ -8,14 +8,9 @@
 use std::sync::Arc;
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use azure_core::http::{ClientOptions, Transport};
-use azure_identity::{
-    ClientAssertionCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
-    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
-};
 
 use super::config::HubAuth;
-use crate::auth::TenantAuth;
+use crate::auth::{Credential, SignIn, TenantAuth, UserAssigned};
 use crate::common::{SecretError, SecretSource};
 use crate::sinks::{BuildContext, BuildError};
 
@@ -43,43 +38,27 @@ pub enum Opener {
     },
 }
 
-pub fn opener(auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, BuildError> {
-    let client_options = || {
-        let mut o = ClientOptions::default();
-        if let Some(http) = &ctx.http {
-            // The daemon's HTTP client: its CA bundle and timeouts also serve identity calls.
-            o.transport = Some(Transport::new(Arc::new(http.clone())));
-        }
-        o
+pub fn opener(name: &str, auth: &HubAuth, ctx: &BuildContext) -> Result<Opener, BuildError> {
+    let identity = |credential: Credential, tenant_id: Option<String>| {
+        let s = SignIn { name: format!("sink {name}"), tenant_id, authority: None, credential };
+        let c = crate::auth::credential::build(&s, None, ctx.http.as_ref())
+            .map_err(|e| BuildError::Client(e.to_string()))?;
+        Ok::<_, BuildError>(Opener::Token { credential: c, tenant: None })
     };
-    Ok(match auth {
-        HubAuth::ConnectionString(src) => Opener::ConnectionString(src.clone()),
+    match auth {
+        HubAuth::ConnectionString(src) => Ok(Opener::ConnectionString(src.clone())),
         HubAuth::Tenant(t) => {
             let a = ctx.auth.get(t).cloned().ok_or_else(|| BuildError::UnknownTenant(t.clone()))?;
-            Opener::Token { credential: Arc::new(TenantCredential(a.clone())), tenant: Some(a) }
+            Ok(Opener::Token { credential: Arc::new(TenantCredential(a.clone())), tenant: Some(a) })
         }
         HubAuth::ManagedIdentity { client_id } => {
-            let options = ManagedIdentityCredentialOptions {
-                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                client_options: client_options(),
-            };
-            let c = ManagedIdentityCredential::new(Some(options))
-                .map_err(|e| BuildError::Client(format!("managed identity: {}", crate::http::error_chain(&e))))?;
-            Opener::Token { credential: c, tenant: None }
+            identity(Credential::ManagedIdentity(client_id.clone().map(UserAssigned::ClientId)), None)
         }
-        HubAuth::WorkloadIdentity { tenant_id, client_id, token_file } => {
-            let options = WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions { client_options: client_options() },
-                client_id: client_id.clone(),
-                tenant_id: tenant_id.clone(),
-                token_file_path: token_file.clone(),
-                ..Default::default()
-            };
-            let c = WorkloadIdentityCredential::new(Some(options))
-                .map_err(|e| BuildError::Client(format!("workload identity: {}", crate::http::error_chain(&e))))?;
-            Opener::Token { credential: c, tenant: None }
-        }
-    })
+        HubAuth::WorkloadIdentity { tenant_id, client_id, token_file } => identity(
+            Credential::WorkloadIdentity { client_id: client_id.clone(), token_file: token_file.clone() },
+            tenant_id.clone(),
+        ),
+    }
 }
 
 /// Reads the connection string and the secrets in it that errors must never show.
@@ -139,7 +118,11 @@ impl TokenCredential for TenantCredential {
         scopes: &[&str],
         options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
-        let r = self.0.current_credential().get_token(scopes, options).await;
+        let cred = self
+            .0
+            .current_credential()
+            .map_err(|e| azure_core::Error::with_message(azure_core::error::ErrorKind::Credential, e.to_string()))?;
+        let r = cred.get_token(scopes, options).await;
         if r.is_err() {
             // The authority refused or was unreachable: re-read the secret for the next try.
             self.0.invalidate();

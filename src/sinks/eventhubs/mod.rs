@@ -51,7 +51,7 @@ pub struct EventHubsSink {
 
 impl EventHubsSink {
     pub fn new(name: &str, s: EventHubsSinkSettings, ctx: &BuildContext) -> Result<EventHubsSink, BuildError> {
-        let opener = credential::opener(&s.auth, ctx)?;
+        let opener = credential::opener(name, &s.auth, ctx)?;
         Ok(EventHubsSink {
             name: name.to_string(),
             s,

@@ -283,7 +283,7 @@ fn hint(e: &ApiError) -> &'static str {
             " (401 even after a fresh token: check the app's ActivityFeed.Read permission and admin consent)"
         }
         ApiError::Credential(_) => {
-            " (check client_id, the client secret and tenant_id; the secret is re-read on the next attempt)"
+            " (check the credential's keys and tenant_id; a secret or token file is re-read on the next attempt)"
         }
         _ => "",
     }
