@@ -50,6 +50,17 @@ enum Cmd {
         /// The sink's name, as `status` shows it.
         name: String,
     },
+    /// Delete the state kept for a tenant removed from the config (cursors, ledger, backfill
+    /// jobs, spooled records); refused while any of its records is undelivered, unless --force.
+    ForgetTenant {
+        #[arg(long, short, env = "AUDITKEEPER_CONFIG")]
+        config: PathBuf,
+        /// The tenant's name, as `status` shows it.
+        name: String,
+        /// Delete its records even if a sink has not received them.
+        #[arg(long)]
+        force: bool,
+    },
     /// Backfill a tenant from the unified audit log (up to 180 days; a year with Audit Premium).
     /// The running daemon does the work; this registers the job and shows its progress.
     Backfill(crate::backfill_cmd::Args),
@@ -143,13 +154,14 @@ pub fn main() -> ExitCode {
         Cmd::Validate { config } => validate(&config),
         Cmd::Status { config, json } => status(&config, json),
         Cmd::Healthcheck { url } => healthcheck(&url),
-        Cmd::Run { config } => run(&config),
+        Cmd::Run { config } => crate::service::run(&config),
         Cmd::DeadLetter { action } => dead_letter(action),
         Cmd::Backfill(args) => match settings(&args.config) {
             Ok(s) => crate::backfill_cmd::main(&s, &args),
             Err(code) => code,
         },
         Cmd::ForgetSink { config, name } => forget_sink(&config, &name),
+        Cmd::ForgetTenant { config, name, force } => forget_tenant(&config, &name, force),
         Cmd::Archive { action: ArchiveCmd::Verify { dir } } => archive_verify(&dir),
         #[cfg(feature = "simulator")]
         Cmd::Demo { output, records } => runtime().block_on(crate::demo::run(&output, records)),
@@ -219,6 +231,24 @@ fn forget_sink(path: &std::path::Path, name: &str) -> ExitCode {
         }
         Err(e) => {
             eprintln!("forget-sink: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn forget_tenant(path: &std::path::Path, name: &str, force: bool) -> ExitCode {
+    let s = match settings(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let configured: Vec<String> = s.tenants.iter().map(|t| t.name.clone()).collect();
+    match crate::admin::forget_tenant(&s.state_dir, name, &configured, force) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("forget-tenant: {e}");
             ExitCode::from(1)
         }
     }
@@ -315,64 +345,4 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn run(path: &std::path::Path) -> ExitCode {
-    let (settings, warnings) = match config::load_settings(path) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{}: {e}", path.display());
-            return ExitCode::from(2);
-        }
-    };
-    crate::telemetry::init_logging(&settings.log.format, &settings.log.level);
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
-    let rt = runtime();
-    rt.block_on(async move {
-        // Counters count from the start, whether or not anyone scrapes them.
-        if let Err(e) = crate::telemetry::server::install_recorder() {
-            tracing::error!("{e}");
-            return ExitCode::from(1);
-        }
-        let daemon = match crate::daemon::Daemon::start(&settings).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                return ExitCode::from(1);
-            }
-        };
-        if let Some(t) = settings.telemetry {
-            match crate::telemetry::server::serve(t.listen, daemon.health.clone()).await {
-                Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
-                Err(e) => {
-                    tracing::error!("{e}");
-                    let _ = daemon.stop().await;
-                    return ExitCode::from(1);
-                }
-            }
-        }
-        // READY=1 now: the config is valid, the store open, sources and forwarders started.
-        tokio::spawn(crate::health::notify_systemd(daemon.health.clone(), daemon.shutdown.stop_token().clone()));
-        spawn_signal_handler(daemon.shutdown.clone());
-        tracing::info!(state_dir = %settings.state_dir.display(), "auditkeeper running");
-        match daemon.wait().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::from(1),
-        }
-    })
-}
-
-fn spawn_signal_handler(shutdown: crate::pipeline::shutdown::Shutdown) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-        shutdown.stop();
-    });
 }

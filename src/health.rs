@@ -22,7 +22,8 @@ pub struct Expected {
 
 pub struct DaemonHealth {
     pub pipeline: Arc<Pipeline>,
-    pub streams: Vec<Expected>,
+    /// Replaced when a reload adds or removes tenants.
+    pub streams: std::sync::RwLock<Vec<Expected>>,
     pub sinks: Vec<String>,
     pub stale_after_polls: u32,
     pub sink_stale_after: Duration,
@@ -75,7 +76,8 @@ impl DaemonHealth {
             Ok(x) => x,
             Err(e) => return Err(NotReady(vec![format!("the store cannot be read: {e}")])),
         };
-        for e in &self.streams {
+        let expected = self.streams.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for e in &expected {
             let Some(s) = streams.iter().find(|s| s.stream == e.stream) else { continue };
             // Known and shown elsewhere (a licence or permission the tenant lacks), not a fault.
             if matches!(s.state, StreamState::Unavailable(_)) {

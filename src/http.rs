@@ -47,13 +47,7 @@ pub struct HttpSettings {
     pub proxy: Option<ProxySettings>,
 }
 
-#[derive(Debug, Clone)]
-pub struct ProxySettings {
-    pub url: String,
-    /// Read when the client is built; never kept in the settings.
-    pub credentials_file: Option<PathBuf>,
-    pub no_proxy: Option<String>,
-}
+pub use crate::common::proxy::ProxySettings;
 
 pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
     let timeout = raw.timeout.unwrap_or(Duration::from_secs(120));
@@ -84,43 +78,7 @@ pub fn validate(is: &mut Issues, raw: &HttpConfig) -> HttpSettings {
 }
 
 fn proxy(is: &mut Issues, raw: &HttpConfig) -> Option<ProxySettings> {
-    let Some(url) = &raw.proxy else {
-        for (k, set) in
-            [("proxy_credentials_file", raw.proxy_credentials_file.is_some()), ("no_proxy", raw.no_proxy.is_some())]
-        {
-            if set {
-                is.add(format!("http.{k}"), "only applies with http.proxy");
-            }
-        }
-        return None;
-    };
-    match url::Url::parse(url) {
-        Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() => {
-            is.add("http.proxy", format!("{url:?} must be an http:// or https:// URL of the proxy"));
-        }
-        // Never a password in the config file (it is shown by errors and read by many).
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-            is.add("http.proxy", "must not carry credentials; put user:password in http.proxy_credentials_file");
-        }
-        Ok(_) => {}
-        Err(e) => is.add("http.proxy", format!("is not a URL: {e}")),
-    }
-    Some(ProxySettings {
-        url: url.clone(),
-        credentials_file: raw.proxy_credentials_file.clone(),
-        no_proxy: raw.no_proxy.clone(),
-    })
-}
-
-/// `user:password` from the credentials file; the error names the file, never its content.
-fn proxy_credentials(path: &std::path::Path) -> Result<(String, String), HttpSetupError> {
-    let err = |message: String| HttpSetupError::Proxy { path: path.display().to_string(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let line = text.trim_end_matches(['\r', '\n']);
-    match line.split_once(':') {
-        Some((u, p)) if !u.is_empty() => Ok((u.to_string(), p.to_string())),
-        _ => Err(err("must hold user:password on one line".into())),
-    }
+    crate::common::proxy::validate(is, "http", &raw.proxy, &raw.proxy_credentials_file, &raw.no_proxy)
 }
 
 impl HttpSettings {
@@ -137,18 +95,16 @@ impl HttpSettings {
 impl HttpSettings {
     /// The environment check: the extra CA parses, the proxy credentials are readable.
     pub fn check(&self, is: &mut Issues) {
-        if let Some(f) = self.proxy.as_ref().and_then(|p| p.credentials_file.as_ref())
-            && let Err(e) = proxy_credentials(f)
-        {
-            is.add("http.proxy_credentials_file", e.to_string());
+        if let Some(p) = &self.proxy {
+            p.check(is, "http");
         }
         if let Some(ca) = &self.ca_file {
             match std::fs::read(ca) {
                 Err(e) => is.add("http.ca_file", format!("cannot read {}: {e}", ca.display())),
-                Ok(b) if reqwest::Certificate::from_pem(&b).is_err() || !b.starts_with(b"-----BEGIN") => {
-                    is.add("http.ca_file", format!("{} is not a PEM certificate", ca.display()))
-                }
-                Ok(_) => {}
+                Ok(b)
+                    if reqwest::Certificate::from_pem_bundle(&b).is_ok_and(|c| !c.is_empty())
+                        && b.starts_with(b"-----BEGIN") => {}
+                Ok(_) => is.add("http.ca_file", format!("{} is not a PEM certificate (or bundle)", ca.display())),
             }
         }
     }
@@ -160,8 +116,8 @@ pub enum HttpSetupError {
     Ca { path: String, message: String },
     #[error("cannot build HTTP client: {0}")]
     Build(String),
-    #[error("http.proxy_credentials_file {path}: {message}")]
-    Proxy { path: String, message: String },
+    #[error("http.proxy: {0}")]
+    Proxy(#[from] crate::common::proxy::ProxyError),
 }
 
 /// The clients the daemon talks to Microsoft with.
@@ -197,9 +153,12 @@ fn builder(settings: &HttpSettings) -> Result<reqwest::ClientBuilder, HttpSetupE
     if let Some(ca) = &settings.ca_file {
         let pem = std::fs::read(ca)
             .map_err(|e| HttpSetupError::Ca { path: ca.display().to_string(), message: e.to_string() })?;
-        let cert = reqwest::Certificate::from_pem(&pem)
+        // A bundle: a TLS-inspecting proxy's chain, or several simulated tenants.
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| HttpSetupError::Ca { path: ca.display().to_string(), message: e.to_string() })?;
-        b = b.add_root_certificate(cert);
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
     }
     Ok(b)
 }
@@ -207,13 +166,7 @@ fn builder(settings: &HttpSettings) -> Result<reqwest::ClientBuilder, HttpSetupE
 pub fn client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError> {
     let mut b = builder(settings)?;
     if let Some(p) = &settings.proxy {
-        let mut proxy = reqwest::Proxy::all(&p.url).map_err(|e| HttpSetupError::Build(format!("http.proxy: {e}")))?;
-        if let Some(f) = &p.credentials_file {
-            let (user, password) = proxy_credentials(f)?;
-            proxy = proxy.basic_auth(&user, &password);
-        }
-        proxy = proxy.no_proxy(p.no_proxy.as_deref().and_then(reqwest::NoProxy::from_string));
-        b = b.proxy(proxy);
+        b = p.apply(b)?;
     }
     b.build().map_err(|e| HttpSetupError::Build(e.to_string()))
 }

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod health;
 pub mod http;
 pub mod pipeline;
+pub mod service;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod sinks;

@@ -227,7 +227,8 @@ impl TenantAuth {
 }
 
 /// The authority or identity endpoint answered and said no (an AADSTS error, or a 4xx other
-/// than 408 and 429), as opposed to being unreachable or busy.
+/// than 404, 408, 410 and 429, which IMDS answers while it is busy or updating), as opposed to
+/// being unreachable or busy.
 fn refused(e: &azure_core::Error) -> bool {
     let text = crate::http::error_chain(e);
     if text.contains("AADSTS") || text.contains("invalid_client") {
@@ -237,7 +238,7 @@ fn refused(e: &azure_core::Error) -> bool {
     while let Some(x) = cur {
         if let Some(status) = x.downcast_ref::<azure_core::Error>().and_then(|a| a.http_status()) {
             let s = u16::from(status);
-            return (400..500).contains(&s) && s != 408 && s != 429;
+            return (400..500).contains(&s) && ![404, 408, 410, 429].contains(&s);
         }
         cur = x.source();
     }

@@ -1,5 +1,5 @@
 //! Leaf types that every component may use: validation issues, secret sources, byte sizes,
-//! names, the retry policy and TLS client settings.
+//! names, the retry policy, TLS client and forward proxy settings.
 //!
 //! INVARIANT: nothing here imports another module of this crate. Config, sources and sinks all
 //! depend on these types, never on each other through them, so the module arrows run one way.
@@ -7,6 +7,7 @@
 pub mod dirs;
 pub mod issues;
 pub mod names;
+pub mod proxy;
 pub mod retry;
 pub mod secret;
 pub mod size;

@@ -87,7 +87,8 @@ async fn gate(p: &Arc<Pipeline>, last: &mut (SpoolSize, Usage)) {
             if was_full {
                 s.probe_write()?;
             }
-            Ok((s.spool_size()?, s.usage()?))
+            // Re-read, not only counted: `forget-tenant` may have deleted rows from another process.
+            Ok((s.resync_spool_bytes()?, s.usage()?))
         })
         .await;
     match measured {

@@ -38,6 +38,9 @@ pub struct Attacks {
     /// Content types and Graph streams whose every page links to itself as the next page,
     /// forever: a pagination loop.
     pub looping_streams: Vec<String>,
+    /// Every request (token endpoint included) is accepted and never answered: an endpoint
+    /// that hangs.
+    pub hang: bool,
 }
 
 /// Counters the attacks need while the simulator runs.

@@ -33,7 +33,17 @@ pub fn router(tenant: S) -> Router {
         .route("/_sim/stats", get(stats))
         .merge(api)
         .layer(middleware::from_fn_with_state(tenant.clone(), server_date))
+        .layer(middleware::from_fn_with_state(tenant.clone(), hang))
         .with_state(tenant)
+}
+
+/// `attacks.hang`: the connection is up, the request read, and no answer ever comes.
+async fn hang(State(t): State<S>, req: Request, next: Next) -> Response {
+    if t.scenario.attacks.hang {
+        t.stats_mut(|st| st.hung += 1);
+        std::future::pending::<()>().await;
+    }
+    next.run(req).await
 }
 
 fn af(status: StatusCode, code: &str, message: &str) -> Response {

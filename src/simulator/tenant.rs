@@ -46,6 +46,8 @@ pub struct Stats {
     pub blobs_fetched_twice: Vec<String>,
     /// `resource as client` of every managed identity token request.
     pub managed_identity_requests: Vec<String>,
+    /// Requests left unanswered (`attacks.hang`).
+    pub hung: u64,
 }
 
 #[derive(Debug, Default, Serialize, Clone)]

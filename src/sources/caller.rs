@@ -72,6 +72,8 @@ pub struct Caller {
     pub classify: Classify,
     /// Label for metrics and logs.
     pub api: &'static str,
+    /// Shared by the client's callers: how its calls go right now, for `status`.
+    pub health: Arc<super::calls::CallHealth>,
 }
 
 impl Caller {
@@ -124,6 +126,7 @@ impl Caller {
                     (_, d) => d,
                 })
                 .notify(|e, d| {
+                    self.health.failed(e);
                     let throttled = matches!(e, ApiError::Throttled { .. });
                     events::ApiRetrying { tenant: self.auth.tenant(), api: self.api, throttled, error: e, wait: d }
                         .emit();
@@ -135,7 +138,13 @@ impl Caller {
                     refreshed = true;
                     self.auth.invalidate();
                 }
-                other => return other,
+                other => {
+                    match &other {
+                        Ok(_) => self.health.succeeded(),
+                        Err(e) => self.health.failed(e),
+                    }
+                    return other;
+                }
             }
         }
     }
@@ -149,6 +158,7 @@ impl Caller {
         body: Option<&str>,
     ) -> Result<Reply, ApiError> {
         self.limiter.wait_turn().await;
+        let _in_flight = self.health.begin(self.api);
         let token = self.auth.token(&self.resource).await.map_err(|e| {
             if e.is_rejection() { ApiError::Credential(e.to_string()) } else { ApiError::Transient(e.to_string()) }
         })?;

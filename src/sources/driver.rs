@@ -53,6 +53,11 @@ pub trait Source: Send {
     /// One polling cycle. `shutdown` is cancelled when the daemon stops; a cycle should stop
     /// starting new work then (the driver also drops it at the next await).
     fn cycle(&mut self, shutdown: &CancellationToken) -> impl Future<Output = Outcome> + Send;
+
+    /// How the source's calls go right now, shown while a cycle is still running.
+    fn calls(&self) -> Option<std::sync::Arc<super::calls::CallHealth>> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,9 +104,9 @@ pub async fn run<S: Source>(mut source: S, handle: StreamHandle, pacing: Pacing,
         if !handle.wait_open(&shutdown).await {
             break;
         }
-        let mut outcome = tokio::select! {
-            o = source.cycle(&shutdown) => o,
-            _ = shutdown.cancelled() => break,
+        let calls = source.calls();
+        let Some(mut outcome) = watch(source.cycle(&shutdown), calls.as_deref(), &handle, &shutdown).await else {
+            break;
         };
         // Ingest is group-committed: the cycle succeeded only once what it read is written.
         if let Err(e) = handle.flush().await
@@ -110,6 +115,8 @@ pub async fn run<S: Source>(mut source: S, handle: StreamHandle, pacing: Pacing,
             outcome = Outcome::Retry { after: None, why: format!("what this cycle read could not be stored: {e}") };
         }
         let (state, pause) = next(&outcome, &pacing, crate::store::now_ms());
+        let problem = problem_kind(&outcome, &state, calls.as_deref());
+        events::StreamProblem { stream: handle.key.labels(), problem }.emit();
         let why = match &outcome {
             Outcome::Done | Outcome::WarmingUp(_) => None,
             Outcome::Unavailable { needs: w } | Outcome::Retry { why: w, .. } | Outcome::Fatal(w) => Some(w.as_str()),
@@ -126,6 +133,61 @@ pub async fn run<S: Source>(mut source: S, handle: StreamHandle, pacing: Pacing,
         }
     }
     handle.set_state(StreamState::Stopped("shut down".into())).await;
+}
+
+/// The kind of trouble a cycle ended in (`None`: it finished): what its calls last failed
+/// with, else what its outcome says.
+fn problem_kind(
+    outcome: &Outcome,
+    state: &StreamState,
+    calls: Option<&super::calls::CallHealth>,
+) -> Option<&'static str> {
+    if matches!(outcome, Outcome::Done | Outcome::WarmingUp(_)) {
+        return None;
+    }
+    let from_calls = calls.and_then(|c| c.problem(std::time::Instant::now(), super::calls::SLOW)).map(|p| p.kind);
+    from_calls.or(Some(match state {
+        StreamState::Throttled { .. } => "throttled",
+        StreamState::Unavailable(_) => "unavailable",
+        StreamState::Failed(_) => "fatal",
+        _ => "error",
+    }))
+}
+
+/// How often a running cycle's calls are looked at.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Runs a cycle to its end (`None`: shutdown came first). Meanwhile, a call that keeps failing
+/// or does not answer shows the stream as retrying with the reason, at once, not when the
+/// caller's retries have given up minutes later.
+async fn watch(
+    cycle: impl Future<Output = Outcome>,
+    calls: Option<&super::calls::CallHealth>,
+    handle: &StreamHandle,
+    shutdown: &CancellationToken,
+) -> Option<Outcome> {
+    tokio::pin!(cycle);
+    // Not at once: what the last cycle left is already shown, and a quick cycle needs no look.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + WATCH_EVERY, WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown: Option<String> = None;
+    loop {
+        tokio::select! {
+            o = &mut cycle => return Some(o),
+            _ = shutdown.cancelled() => return None,
+            _ = tick.tick() => {
+                let Some(c) = calls else { continue };
+                let problem = c.problem(std::time::Instant::now(), super::calls::SLOW);
+                if let Some(p) = problem.filter(|p| shown.as_ref() != Some(&p.text)) {
+                    handle.set_state(StreamState::Retrying(p.text.clone())).await;
+                    handle.error(p.text.clone()).await;
+                    events::StreamStateSet { stream: handle.key.labels(), state: "retrying" }.emit();
+                    events::StreamProblem { stream: handle.key.labels(), problem: Some(p.kind) }.emit();
+                    shown = Some(p.text);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

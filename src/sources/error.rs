@@ -48,6 +48,26 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ApiError::Throttled { .. } | ApiError::Transient(_))
     }
+
+    /// What kind of trouble this is, for `auditkeeper_stream_problem`; `None` for answers
+    /// the protocol expects and handles (no subscription yet, a window or page to redo,
+    /// content gone).
+    pub fn problem(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Throttled { .. } => Some("throttled"),
+            ApiError::Transient(_) => Some("error"),
+            ApiError::Unauthorized(_) => Some("unauthorized"),
+            ApiError::Credential(_) => Some("credential"),
+            ApiError::Unavailable(_) => Some("unavailable"),
+            ApiError::Rejected { .. } => Some("rejected"),
+            ApiError::Fatal { .. } => Some("fatal"),
+            ApiError::Boundary(_) => Some("boundary"),
+            ApiError::NoSubscription { .. }
+            | ApiError::BadWindow { .. }
+            | ApiError::Gone { .. }
+            | ApiError::BadPage { .. } => None,
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -9,6 +9,7 @@
 pub mod audit_query;
 pub mod boundary;
 pub mod caller;
+pub mod calls;
 pub mod clock;
 pub mod driver;
 pub mod error;

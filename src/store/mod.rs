@@ -20,6 +20,7 @@ mod space;
 mod spool;
 mod state;
 mod streams;
+mod tenants;
 
 pub use backfill::{
     BackfillFilters, BackfillProgress, BackfillWindow, NewBackfill, WindowState, windows as backfill_windows,
@@ -31,6 +32,7 @@ pub use space::{Usage, free_bytes};
 pub use spool::{SinkBacklog, SpoolRow, SpoolSize};
 pub use state::StreamState;
 pub use streams::{StreamCounters, StreamStatus, ThrottledMailbox};
+pub use tenants::Forgotten;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

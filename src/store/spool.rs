@@ -168,6 +168,13 @@ impl Store {
         self.with_writer(|c| size(c))
     }
 
+    /// Measures the spool and sets the in-memory byte count the ingest path checks from it.
+    pub fn resync_spool_bytes(&self) -> Result<SpoolSize> {
+        let s = self.spool_size()?;
+        self.spool_bytes.store(s.bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(s)
+    }
+
     pub fn backlogs(&self) -> Result<Vec<SinkBacklog>> {
         self.with_writer(|c| backlogs(c))
     }

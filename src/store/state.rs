@@ -23,6 +23,8 @@ pub enum StreamState {
     /// Retrying cannot fix it right now; tried again later. Other streams go on.
     Failed(String),
     Stopped(String),
+    /// The tenant is no longer configured; its state is kept until `forget-tenant`.
+    Removed(String),
 }
 
 impl StreamState {
@@ -36,6 +38,7 @@ impl StreamState {
             StreamState::Throttled { .. } => "throttled",
             StreamState::Failed(_) => "failed",
             StreamState::Stopped(_) => "stopped",
+            StreamState::Removed(_) => "removed",
         }
     }
 
@@ -47,6 +50,7 @@ impl StreamState {
             | StreamState::Unavailable(d)
             | StreamState::Failed(d)
             | StreamState::Stopped(d)
+            | StreamState::Removed(d)
             | StreamState::Throttled { why: d, .. } => Some(d),
         }
     }
@@ -70,6 +74,7 @@ impl StreamState {
             "throttled" => StreamState::Throttled { until_ms: until_ms.unwrap_or(0), why: d },
             "failed" => StreamState::Failed(d),
             "stopped" => StreamState::Stopped(d),
+            "removed" => StreamState::Removed(d),
             other => StreamState::Failed(format!("{other}: {d}")),
         }
     }
@@ -107,6 +112,7 @@ mod tests {
             StreamState::Throttled { until_ms: 1_790_000_000_000, why: "AF429".into() },
             StreamState::Failed("AF20010".into()),
             StreamState::Stopped("shut down".into()),
+            StreamState::Removed("not in the configuration".into()),
         ] {
             let back = StreamState::from_row(s.name(), s.detail().map(str::to_string), s.until_ms());
             assert_eq!(back, s);

@@ -232,3 +232,31 @@ fn dedupe_keys_lead_with_the_records_own_time() {
     assert_eq!(&a[8..], &key_for_id("x")[..]);
     assert_eq!(ingest::seen_key(-5, &key_for_id("x"))[..8], [0u8; 8], "a time before 1970 is 0");
 }
+
+#[test]
+fn a_removed_tenant_keeps_its_state_until_forgotten_and_only_its_own_goes() {
+    let (_d, s) = open();
+    s.register_stream("u", "other", "management", "Audit.Exchange").unwrap();
+    s.ensure_sinks(&["a".into()]).unwrap();
+    s.ingest(&page("s", &["1", "2"], Checkpoint::Cursor("c1".into())), TTL, 0).unwrap();
+    let mut theirs = page("u", &["3"], Checkpoint::Cursor("c2".into()));
+    theirs.tenant = "other".into();
+    s.ingest(&theirs, TTL, 0).unwrap();
+    assert_eq!(s.mark_removed_tenants(&["other".into()]).unwrap(), vec!["t".to_string()]);
+    assert_eq!(s.mark_removed_tenants(&["other".into()]).unwrap(), Vec::<String>::new(), "marked once");
+    let states: Vec<(String, String)> =
+        s.stream_status().unwrap().iter().map(|x| (x.stream.clone(), x.state.name().to_string())).collect();
+    assert_eq!(states, vec![("s".into(), "removed".into()), ("u".into(), "starting".into())]);
+    assert_eq!(s.cursor("s").unwrap().as_deref(), Some("c1"), "kept");
+    assert_eq!(s.tenant_undelivered("t").unwrap(), 2);
+    // The sink takes everything: nothing of t is undelivered, and forgetting leaves `other` whole.
+    let rows = s.spool_reader().unwrap().read_from(0, 10).unwrap();
+    s.commit_offset("a", rows[1].seq + 1, 0, 3).unwrap();
+    assert_eq!(s.tenant_undelivered("t").unwrap(), 0);
+    let f = s.forget_tenant("t").unwrap();
+    assert_eq!((f.streams, f.spool_rows, f.undelivered), (1, 1, 0));
+    assert_eq!(s.known_tenants().unwrap(), vec!["other".to_string()]);
+    assert_eq!(s.cursor("u").unwrap().as_deref(), Some("c2"));
+    assert_eq!(s.spool_size().unwrap().records, 1);
+    assert_eq!(s.spool_bytes(), s.spool_size().unwrap().bytes);
+}

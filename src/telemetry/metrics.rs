@@ -32,6 +32,8 @@ fn describe_one(kind: Kind, name: &'static str, unit: Unit, help: &'static str) 
 }
 
 metrics_table! {
+    RELOADS = "auditkeeper_config_reloads_total", Counter, Count,
+        "Configuration reloads (SIGHUP) by result: applied, or refused as invalid.";
     RECORDS_RECEIVED = "auditkeeper_records_received_total", Counter, Count,
         "Records read from Microsoft, before dedupe.";
     RECORDS_DUPLICATE = "auditkeeper_records_duplicate_total", Counter, Count,
@@ -86,6 +88,8 @@ metrics_table! {
         "Polling cycles of a stream that did not finish.";
     STREAM_STATE = "auditkeeper_stream_state", Gauge, Count,
         "1 for a stream's current state (running, retrying, warming_up, unavailable, throttled, failed, stopped).";
+    STREAM_PROBLEM = "auditkeeper_stream_problem", Gauge, Count,
+        "1 for the kind of trouble a stream is in (throttled, error, no_answer, credential, unauthorized, unavailable, rejected, fatal, boundary), else 0.";
     STREAM_LAG = "auditkeeper_stream_lag_seconds", Gauge, Seconds,
         "How far a stream's cursor is behind now.";
     STREAM_HEADROOM = "auditkeeper_stream_retention_headroom_seconds", Gauge, Seconds,

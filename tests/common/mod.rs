@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod eventhubs;
+pub mod fleet;
 pub mod proxy;
 pub mod receiver;
 pub mod rsyslog;
@@ -191,6 +192,17 @@ impl BinaryDaemon {
             c.kill().expect("SIGKILL");
             c.wait().expect("reap");
         }
+    }
+
+    /// SIGHUP: read the configuration again.
+    pub fn hup(&self) {
+        let c = self.0.as_ref().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGHUP) };
+    }
+
+    /// Still running (not exited)?
+    pub fn alive(&mut self) -> bool {
+        self.0.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// SIGTERM and the exit status of the orderly shutdown.

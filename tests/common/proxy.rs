@@ -1,5 +1,6 @@
-//! A small HTTP CONNECT forward proxy for tests: tunnels each CONNECT to its target, counts the
-//! tunnels per target, and answers 407 when basic credentials are required and wrong.
+//! A small HTTP forward proxy for tests: tunnels each CONNECT to its target and forwards each
+//! plain `http://` request (absolute form), counts both per target, and answers 407 when basic
+//! credentials are required and wrong.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,22 +56,28 @@ async fn tunnel(
     let mut first = String::new();
     reader.read_line(&mut first).await?;
     let mut auth = None;
+    let mut head = first.clone();
     loop {
         let mut line = String::new();
         reader.read_line(&mut line).await?;
-        if line.trim().is_empty() {
-            break;
-        }
         if let Some((k, v)) = line.split_once(':')
             && k.eq_ignore_ascii_case("proxy-authorization")
         {
             auth = Some(v.trim().to_string());
+            continue;
+        }
+        head.push_str(&line);
+        if line.trim().is_empty() {
+            break;
         }
     }
     let mut parts = first.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("").to_string());
+    let plain = target.strip_prefix("http://").map(|rest| rest.split('/').next().unwrap_or("").to_string());
+    // What the client sent past the head (a request body) is passed on with it.
+    let early = reader.buffer().to_vec();
     let mut client = reader.into_inner();
-    if method != "CONNECT" {
+    if method != "CONNECT" && plain.is_none() {
         client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n").await?;
         return Ok(());
     }
@@ -79,6 +86,15 @@ async fn tunnel(
         client
             .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic realm=\"t\"\r\ncontent-length: 0\r\n\r\n")
             .await?;
+        return Ok(());
+    }
+    if let Some(host) = plain {
+        // Origin servers take the absolute form too (RFC 9112 3.2.2): forward as it came.
+        let mut upstream = TcpStream::connect(host.replace("localhost", "127.0.0.1")).await?;
+        *tunnels.lock().unwrap().entry(host).or_insert(0) += 1;
+        upstream.write_all(head.as_bytes()).await?;
+        upstream.write_all(&early).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
         return Ok(());
     }
     // The simulator answers as localhost; this proxy reaches it on loopback.

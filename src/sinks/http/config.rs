@@ -37,6 +37,11 @@ pub struct HttpSinkConfig {
     pub tls_insecure_skip_verify: bool,
     #[serde(default, deserialize_with = "crate::common::size::opt")]
     pub max_body_bytes: Option<u64>,
+    /// A forward proxy for this sink (`http://proxy:3128`), or `none` to go direct; without it,
+    /// `HTTPS_PROXY` / `NO_PROXY` from the environment apply.
+    pub proxy: Option<String>,
+    /// `user:password` for that proxy.
+    pub proxy_credentials_file: Option<PathBuf>,
     // generic and splunk_hec credentials
     pub auth: Option<String>,
     pub token_file: Option<PathBuf>,
@@ -141,6 +146,17 @@ pub struct HttpSinkSettings {
     pub tls: TlsClientSettings,
     pub insecure: bool,
     pub max_body_bytes: u64,
+    pub proxy: SinkProxy,
+}
+
+/// How this sink reaches its receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkProxy {
+    /// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`, if set.
+    Environment,
+    /// `proxy = "none"`: straight to the receiver, whatever the environment says.
+    Direct,
+    Via(crate::common::proxy::ProxySettings),
 }
 
 impl std::fmt::Debug for HttpSinkSettings {
@@ -155,6 +171,7 @@ impl std::fmt::Debug for HttpSinkSettings {
             .field("timeout", &self.timeout)
             .field("insecure", &self.insecure)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -354,7 +371,17 @@ pub fn validate(is: &mut Issues, prefix: &str, c: &HttpSinkConfig, tenants: &[St
         is.within(p("ack_timeout"), a.timeout, Duration::from_secs(1), Duration::from_secs(3600));
         is.within(p("ack_poll_interval"), a.poll_interval, Duration::from_millis(100), Duration::from_secs(60));
     }
+    let proxy = match c.proxy.as_deref() {
+        Some("none") if c.proxy_credentials_file.is_some() => {
+            is.add(p("proxy_credentials_file"), "only applies with a proxy URL, not proxy = \"none\"");
+            SinkProxy::Direct
+        }
+        Some("none") => SinkProxy::Direct,
+        _ => crate::common::proxy::validate(is, prefix, &c.proxy, &c.proxy_credentials_file, &None)
+            .map_or(SinkProxy::Environment, SinkProxy::Via),
+    };
     Some(HttpSinkSettings {
+        proxy,
         preset,
         url: url?,
         gzip,
@@ -385,6 +412,9 @@ impl HttpSinkSettings {
 
     /// The environment check: secrets readable, a URL read from a secret is usable, TLS files parse.
     pub fn check(&self, is: &mut Issues, prefix: &str) {
+        if let SinkProxy::Via(p) = &self.proxy {
+            p.check(is, prefix);
+        }
         for (key, src) in self.secrets() {
             let path = match src {
                 SecretSource::File(_) => format!("{prefix}.{key}_file"),

@@ -166,6 +166,11 @@ fn build_client(s: &HttpSinkSettings) -> Result<reqwest::Client, BuildError> {
         // would confirm records that were never sent. A 3xx is an error here, never a delivery.
         .redirect(reqwest::redirect::Policy::none())
         .tls_danger_accept_invalid_certs(s.insecure);
+    let b = match &s.proxy {
+        config::SinkProxy::Environment => b,
+        config::SinkProxy::Direct => b.no_proxy(),
+        config::SinkProxy::Via(p) => p.apply(b).map_err(|e| BuildError::Client(format!("proxy: {e}")))?,
+    };
     let b = s.tls.apply(b)?;
     b.build().map_err(|e| BuildError::Client(format!("cannot build HTTP client: {}", crate::http::error_chain(&e))))
 }

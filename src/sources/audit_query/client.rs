@@ -36,6 +36,8 @@ impl AuditQueryClient {
     ) -> AuditQueryClient {
         let base = graph_host.trim_end_matches('/').to_string();
         let clock = Arc::new(ServerClock::default());
+        // Creating queries and reading them are one API to the operator.
+        let health: Arc<crate::sources::calls::CallHealth> = Default::default();
         let caller = |retry, per_second: u32| Caller {
             http: http.clone(),
             auth: auth.clone(),
@@ -49,6 +51,7 @@ impl AuditQueryClient {
             retry,
             classify: crate::sources::graph::protocol::classify,
             api: "graph-audit-query",
+            health: health.clone(),
         };
         // A create that fails is not retried on the spot: its window stays pending for the
         // next cycle, and a 429 there means the tenant's query allocation is full, which
@@ -62,6 +65,10 @@ impl AuditQueryClient {
             base,
             version,
         }
+    }
+
+    pub fn health(&self) -> Arc<crate::sources::calls::CallHealth> {
+        self.caller.health.clone()
     }
 
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {

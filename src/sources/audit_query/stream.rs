@@ -361,6 +361,10 @@ impl AuditQueryStream {
 mod submit;
 
 impl Source for AuditQueryStream {
+    fn calls(&self) -> Option<std::sync::Arc<crate::sources::calls::CallHealth>> {
+        Some(self.client.health())
+    }
+
     async fn cycle(&mut self, shutdown: &CancellationToken) -> Outcome {
         match self.run_cycle(shutdown).await {
             Ok(o) | Err(o) => o,

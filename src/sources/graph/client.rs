@@ -57,6 +57,7 @@ impl GraphClient {
             retry: crate::common::RetryPolicy::SOURCE,
             classify: protocol::classify,
             api,
+            health: Default::default(),
         };
         GraphClient {
             max_pages: limits.pages_per_window,
@@ -89,6 +90,10 @@ impl GraphClient {
             Bucket::MessageTrace => &self.message_trace,
             Bucket::Arm => &self.arm,
         }
+    }
+
+    pub fn health(&self, bucket: Bucket) -> Arc<crate::sources::calls::CallHealth> {
+        self.caller(bucket).health.clone()
     }
 
     pub fn clock(&self, bucket: Bucket) -> &ServerClock {

@@ -45,6 +45,10 @@ pub struct GraphStream {
 const REJECTIONS_BEFORE_FAILED: u32 = 3;
 
 impl Source for GraphStream {
+    fn calls(&self) -> Option<std::sync::Arc<crate::sources::calls::CallHealth>> {
+        Some(self.client.health(self.spec.bucket))
+    }
+
     async fn cycle(&mut self, shutdown: &CancellationToken) -> Outcome {
         let cursor = match self.handle.cursor().await {
             Ok(c) => c.as_deref().and_then(window::parse_cursor),

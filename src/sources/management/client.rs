@@ -55,6 +55,7 @@ impl ManagementClient {
                 retry: crate::common::RetryPolicy::SOURCE,
                 classify: protocol::classify,
                 api: "management",
+                health: Default::default(),
             },
             base: format!("{}/api/v1.0/{}/activity/feed", host.trim_end_matches('/'), tenant_id),
             publisher: publisher.to_string(),
@@ -64,6 +65,10 @@ impl ManagementClient {
 
     pub fn clock(&self) -> &ServerClock {
         &self.caller.clock
+    }
+
+    pub fn health(&self) -> Arc<crate::sources::calls::CallHealth> {
+        self.caller.health.clone()
     }
 
     pub fn content_url(&self, content_type: &str, start: &str, end: &str) -> String {

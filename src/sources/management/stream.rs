@@ -33,6 +33,10 @@ pub struct ManagementStream {
 }
 
 impl Source for ManagementStream {
+    fn calls(&self) -> Option<std::sync::Arc<crate::sources::calls::CallHealth>> {
+        Some(self.client.health())
+    }
+
     async fn cycle(&mut self, shutdown: &CancellationToken) -> Outcome {
         if !self.subscribed
             && let Err(o) = self.ensure_subscription().await

@@ -78,3 +78,31 @@ impl DeadLettersNearCap<'_> {
         tracing::error!("{}", self.message);
     }
 }
+
+/// A reload applied a new configuration's tenants.
+pub struct Reloaded<'a> {
+    pub added: &'a [String],
+    pub removed: &'a [String],
+    pub restarted: &'a [String],
+    pub unchanged: usize,
+}
+
+impl Reloaded<'_> {
+    pub fn emit(&self) {
+        metrics::counter!(m::RELOADS, "result" => "applied").increment(1);
+        tracing::info!(added = ?self.added, removed = ?self.removed, restarted = ?self.restarted,
+            unchanged = self.unchanged, "configuration reloaded");
+    }
+}
+
+/// A reload was refused: the new configuration is invalid, the running one stays.
+pub struct ReloadRefused<'a> {
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl ReloadRefused<'_> {
+    pub fn emit(&self) {
+        metrics::counter!(m::RELOADS, "result" => "refused").increment(1);
+        tracing::error!(error = %self.error, "configuration NOT reloaded: the running one stays");
+    }
+}

@@ -157,8 +157,8 @@ pub struct CycleEnded<'a> {
     pub pause: Duration,
 }
 
-pub const STATES: [&str; 8] =
-    ["starting", "running", "retrying", "warming_up", "unavailable", "throttled", "failed", "stopped"];
+pub const STATES: [&str; 9] =
+    ["starting", "running", "retrying", "warming_up", "unavailable", "throttled", "failed", "stopped", "removed"];
 
 impl CycleEnded<'_> {
     pub fn emit(&self) {
@@ -194,6 +194,27 @@ impl StreamStateSet<'_> {
             let [t, s] = self.stream.labels();
             let labels = [t, s, ("state", st.to_string())];
             metrics::gauge!(m::STREAM_STATE, &labels).set(if st == self.state { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+/// Kinds of trouble a stream can be in (`ApiError::problem`, and `no_answer` for a call that
+/// hangs), the values of `auditkeeper_stream_problem`'s label.
+pub const PROBLEMS: [&str; 9] =
+    ["throttled", "error", "no_answer", "unauthorized", "credential", "unavailable", "rejected", "fatal", "boundary"];
+
+/// What kind of trouble a stream is in (`None`: none), for alerts per tenant and reason.
+pub struct StreamProblem<'a> {
+    pub stream: Stream<'a>,
+    pub problem: Option<&'static str>,
+}
+
+impl StreamProblem<'_> {
+    pub fn emit(&self) {
+        for kind in PROBLEMS {
+            let [t, s] = self.stream.labels();
+            let labels = [t, s, ("problem", kind.to_string())];
+            metrics::gauge!(m::STREAM_PROBLEM, &labels).set(if Some(kind) == self.problem { 1.0 } else { 0.0 });
         }
     }
 }
