@@ -99,10 +99,11 @@ pub fn forget_tenant(state_dir: &Path, tenant: &str, configured: &[String], forc
     if !known.iter().any(|k| k == tenant) {
         return Err(AdminError::UnknownTenant(tenant.to_string(), known.join(", ")));
     }
-    // With no daemon on this state directory, nothing collects the tenant. With one, only a
-    // daemon that has dropped the tenant marked its streams removed.
-    let daemon_stopped = StateLock::acquire(state_dir).is_ok();
-    if !daemon_stopped {
+    // With no daemon on this state directory, nothing collects the tenant (and the lock, held
+    // to the end, keeps one from starting meanwhile). With one, only a daemon that has
+    // dropped the tenant marked its streams removed.
+    let held = StateLock::acquire(state_dir).ok();
+    if held.is_none() {
         let live: Vec<String> =
             store.tenant_streams(tenant)?.into_iter().filter(|(_, state)| state != "removed").map(|(s, _)| s).collect();
         if !live.is_empty() {
