@@ -261,7 +261,9 @@ async fn small_blobs(n: u64) -> (f64, f64, f64) {
     // The test config polls every second; AK_BENCH_SMALL_POLL (say 5m) sets it, to see what
     // polling costs apart from collecting.
     if let Ok(poll) = std::env::var("AK_BENCH_SMALL_POLL") {
-        let text = std::fs::read_to_string(&cfg).unwrap().replace("poll_interval = \"1s\"", &format!("poll_interval = \"{poll}\""));
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("poll_interval = \"1s\"", &format!("poll_interval = \"{poll}\""));
         std::fs::write(&cfg, text).unwrap();
     }
     let state = dir.path().join("state");
@@ -281,7 +283,8 @@ async fn small_blobs(n: u64) -> (f64, f64, f64) {
     stop(child);
     // ...and as shipped: the same state, polling at the default interval (5 minutes).
     let text = std::fs::read_to_string(&cfg).unwrap().replace("poll_interval = \"1s\"", "poll_interval = \"5m\"");
-    let text = std::env::var("AK_BENCH_SMALL_POLL").map_or(text.clone(), |p| text.replace(&format!("poll_interval = \"{p}\""), "poll_interval = \"5m\""));
+    let text = std::env::var("AK_BENCH_SMALL_POLL")
+        .map_or(text.clone(), |p| text.replace(&format!("poll_interval = \"{p}\""), "poll_interval = \"5m\""));
     std::fs::write(&cfg, text).unwrap();
     let child = spawn_daemon(&cfg);
     let idle_pct = idle_cpu_pct(child.id()).await;
