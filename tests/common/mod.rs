@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod proxy;
 pub mod receiver;
 pub mod rsyslog;
+pub mod validate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
