@@ -18,10 +18,11 @@ pub struct ProxySettings {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("proxy credentials file {path}: {message}")]
-pub struct ProxyError {
-    pub path: String,
-    pub message: String,
+pub enum ProxyError {
+    #[error("proxy credentials file {path}: {message}")]
+    Credentials { path: String, message: String },
+    #[error("proxy URL: {0}")]
+    Url(String),
 }
 
 /// Checks the proxy keys of the table `prefix`; `None` when no proxy is set (and then the
@@ -59,7 +60,7 @@ pub fn validate(
 
 /// `user:password` from the credentials file; the error names the file, never its content.
 pub fn credentials(path: &Path) -> Result<(String, String), ProxyError> {
-    let err = |message: String| ProxyError { path: path.display().to_string(), message };
+    let err = |message: String| ProxyError::Credentials { path: path.display().to_string(), message };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let line = text.trim_end_matches(['\r', '\n']);
     match line.split_once(':') {
@@ -80,8 +81,7 @@ impl ProxySettings {
 
     /// Sends every request of `b` through this proxy.
     pub fn apply(&self, b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, ProxyError> {
-        let bad = |message: String| ProxyError { path: "(none)".into(), message };
-        let mut proxy = reqwest::Proxy::all(&self.url).map_err(|e| bad(e.to_string()))?;
+        let mut proxy = reqwest::Proxy::all(&self.url).map_err(|e| ProxyError::Url(e.to_string()))?;
         if let Some(f) = &self.credentials_file {
             let (user, password) = credentials(f)?;
             proxy = proxy.basic_auth(&user, &password);

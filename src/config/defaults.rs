@@ -83,8 +83,10 @@ fn merge(mut base: Map<String, Value>, over: Map<String, Value>) -> Map<String, 
 }
 
 /// Reads every `*.toml` of `dir`, in name order: (file name, table).
-pub fn read_dir(dir: &std::path::Path) -> Result<Vec<(String, Value)>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("tenants_dir {}: {e}", dir.display()))?;
+pub fn read_dir(dir: &std::path::Path) -> Result<Vec<(String, Value)>, super::ConfigError> {
+    let err =
+        |p: &std::path::Path, message: String| super::ConfigError::Load { path: p.display().to_string(), message };
+    let entries = std::fs::read_dir(dir).map_err(|e| err(dir, format!("tenants_dir: {e}")))?;
     let mut files: Vec<std::path::PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
@@ -94,8 +96,8 @@ pub fn read_dir(dir: &std::path::Path) -> Result<Vec<(String, Value)>, String> {
         .into_iter()
         .map(|p| {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let table: Value = super::from_toml_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            let text = std::fs::read_to_string(&p).map_err(|e| err(&p, e.to_string()))?;
+            let table: Value = super::from_toml_str(&text).map_err(|e| err(&p, e.to_string()))?;
             Ok((name, table))
         })
         .collect()

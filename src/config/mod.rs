@@ -49,7 +49,7 @@ pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
     if let Some(dir) = &raw.tenants_dir {
         // Relative to the config file, as an operator reading it would expect.
         let dir = path.parent().map(|p| p.join(dir)).unwrap_or_else(|| dir.clone());
-        raw.dir_tenants = defaults::read_dir(&dir).map_err(load_err)?;
+        raw.dir_tenants = defaults::read_dir(&dir)?;
     }
     Ok(raw)
 }

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 pub use tasks::TaskFailure;
 
-use crate::auth::{AuthError, TenantAuth};
+use crate::auth::TenantAuth;
 use crate::config::Settings;
 use crate::health::DaemonHealth;
 use crate::pipeline::shutdown::Shutdown;
@@ -36,8 +36,6 @@ pub enum DaemonError {
     Locked(#[from] crate::store::lock::LockError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpSetupError),
-    #[error(transparent)]
-    Auth(#[from] AuthError),
     #[error(transparent)]
     Sink(#[from] sinks::SinkBuildError),
     #[error(transparent)]
@@ -101,8 +99,12 @@ impl Daemon {
             tenants.insert(t.name.clone(), r);
         }
         mark_removed(&pipeline, settings).await?;
-        let streams = tenants.values().map(|r| r.settings.stream_count()).sum::<usize>();
-        tracing::info!(tenants = tenants.len(), streams, sinks = settings.sinks.len(), "collector started");
+        tracing::info!(
+            tenants = tenants.len(),
+            streams = settings.stream_count(),
+            sinks = settings.sinks.len(),
+            "collector started"
+        );
         let t = settings.telemetry;
         let health = Arc::new(DaemonHealth {
             pipeline: pipeline.clone(),

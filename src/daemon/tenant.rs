@@ -31,10 +31,9 @@ pub(super) struct Shared {
     pub limits: BodyLimits,
 }
 
-/// A tenant whose streams run.
+/// A tenant whose streams run (its settings are in the daemon's `Settings`, which a reload
+/// compares with the new file).
 pub(super) struct Running {
-    /// As started: a reload compares the new settings with these.
-    pub settings: TenantSettings,
     pub stop: CancellationToken,
     /// Its streams, for readiness.
     pub expected: Vec<Expected>,
@@ -74,8 +73,7 @@ pub(super) async fn start(
             let handle = pipeline.stream(key, crate::sources::management::protocol::RETENTION).await?;
             expected.push(Expected { stream: handle.key.id.clone(), poll_interval: m.poll_interval });
             let s = ManagementStream::new(client.clone(), handle.clone(), ct.clone(), m.clone());
-            let name = format!("stream {}", handle.key.id);
-            tasks.spawn(name, driver::run(s, handle, pacing, stop.clone()));
+            spawn(&mut tasks, s, handle, pacing, &stop);
         }
     }
     if let Some(g) = &t.graph {
@@ -102,9 +100,7 @@ pub(super) async fn start(
                 subscription: subscription.clone(),
                 rejected_cycles: 0,
             };
-            let pacing = Pacing::new(st.poll_interval, st.recheck_unavailable);
-            let name = format!("stream {}", handle.key.id);
-            tasks.spawn(name, driver::run(s, handle, pacing, stop.clone()));
+            spawn(&mut tasks, s, handle, Pacing::new(st.poll_interval, st.recheck_unavailable), &stop);
         }
     }
     if let Some(a) = &t.audit_query {
@@ -121,12 +117,22 @@ pub(super) async fn start(
         // Not in `expected`: a backfill waiting hours on Microsoft is no reason to be unready.
         let pacing = Pacing::new(a.poll_interval, RECHECK_UNAVAILABLE);
         let s = AuditQueryStream::new(client, handle.clone(), a.clone());
-        let name = format!("stream {}", handle.key.id);
-        tasks.spawn(name, driver::run(s, handle, pacing, stop.clone()));
+        spawn(&mut tasks, s, handle, pacing, &stop);
     }
     tracing::info!(tenant = %t.name, streams = tasks.set.len(), credential = %t.sign_in.credential.describe(), "tenant started");
     supervisors.spawn(supervise(t.name.clone(), tasks, stop.clone()));
-    Ok(Running { settings: t.clone(), stop, expected })
+    Ok(Running { stop, expected })
+}
+
+/// Runs `source` under the one stream driver, named after its stream.
+fn spawn<S: driver::Source + 'static>(
+    tasks: &mut Tasks,
+    source: S,
+    handle: crate::pipeline::StreamHandle,
+    pacing: Pacing,
+    stop: &CancellationToken,
+) {
+    tasks.spawn(format!("stream {}", handle.key.id), driver::run(source, handle, pacing, stop.clone()));
 }
 
 /// Runs until the tenant is stopped, or one of its streams ends on its own (a panic), which

@@ -70,7 +70,9 @@ const POSITIONS_EVERY: Duration = Duration::from_secs(10);
 /// How often the WAL is copied into the database. Each checkpoint writes every page changed
 /// since the last one once and syncs twice; every second, that was a third of the daemon's
 /// disk writes and syncs on a trickling tenant. The writer's own autocheckpoint (64 MiB of
-/// WAL) still bounds the WAL between two.
+/// WAL) still bounds the WAL between two. The price: with `synchronous = NORMAL` the WAL is
+/// synced at checkpoints, so a power cut (not a process crash) rolls back up to this much of
+/// the last transactions; they roll back whole, and their pages are read and sent again.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
 /// Where each stream and sink stands, as gauges.

@@ -196,11 +196,13 @@ fn configure(conn: &Connection, path: &Path, writer: bool) -> Result<()> {
         conn.set_prepared_statement_cache_capacity(cached::CAPACITY);
         if writer {
             conn.pragma_update(None, "journal_mode", "WAL")?;
-            // NORMAL in WAL mode never corrupts; a power cut may roll back the last transactions,
-            // and then cursor, spool and offsets roll back together, so records are replayed, not lost.
+            // NORMAL in WAL mode never corrupts; a power cut (not a process crash) may roll back
+            // the transactions since the last checkpoint (at most 30 s of them, see
+            // `maintenance`), and then cursor, spool and offsets roll back together, so records
+            // are read and sent again, not lost.
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
-            // Maintenance checkpoints every second from its own connection; this is only the
+            // Maintenance checkpoints every 30 s from its own connection; this is only the
             // backstop that bounds the WAL (64 MiB) should maintenance ever stall.
             conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         }

@@ -28,6 +28,12 @@ pub struct SyslogSink {
 }
 
 impl SyslogSink {
+    fn resent(&self, sent: transport::Sent) {
+        if sent.resent_records > 0 {
+            crate::telemetry::events::RecordsResent { sink: &self.name, records: sent.resent_records as u64 }.emit();
+        }
+    }
+
     pub fn new(name: &str, s: SyslogSinkSettings) -> Result<SyslogSink, BuildError> {
         Ok(SyslogSink {
             name: name.to_string(),
@@ -80,9 +86,7 @@ impl Sink for SyslogSink {
             .send(&self.buf, &ranges)
             .await
             .map_err(|e| SinkError::Retryable(format!("syslog {}: {e}", self.address)))?;
-        if sent.resent_records > 0 {
-            crate::telemetry::events::RecordsResent { sink: &self.name, records: sent.resent_records as u64 }.emit();
-        }
+        self.resent(sent);
         if truncated > 0 {
             crate::telemetry::events::RecordsTruncated { sink: &self.name, records: truncated }.emit();
         }
@@ -90,6 +94,7 @@ impl Sink for SyslogSink {
     }
 
     async fn close(&mut self) {
-        self.conn.close().await;
+        let sent = self.conn.close().await;
+        self.resent(sent);
     }
 }

@@ -151,7 +151,6 @@ impl Connection {
         }
         let timeout = self.s.timeout;
         let pending = self.resend.pending();
-        let resent_records = pending.records;
         let r = match self.conn.as_mut().expect("connected above") {
             Conn::Udp(u) => {
                 for m in messages {
@@ -180,12 +179,12 @@ impl Connection {
         let now = Instant::now();
         match r {
             Ok(()) => {
-                let resent = self.resend.pending_delivered(now);
+                let resent_records = self.resend.pending_delivered(now);
                 if !messages.is_empty() {
                     self.resend.confirmed(buf, messages.len(), now);
                 }
-                if resent > 0 {
-                    tracing::info!(address = %self.s.address, records = resent,
+                if resent_records > 0 {
+                    tracing::info!(address = %self.s.address, records = resent_records,
                         "resent what the receiver confirmed just before it closed the connection");
                 }
                 Ok(Sent { resent_records })
@@ -199,19 +198,23 @@ impl Connection {
     }
 
     /// Ends the connection. Frames still to be resent are sent first, within the timeout; a
-    /// stop that cannot says how many records the receiver may be missing.
-    pub async fn close(&mut self) {
+    /// stop that cannot says how many records the receiver may be missing. Returns what it
+    /// resent.
+    pub async fn close(&mut self) -> Sent {
         self.drop_if_closed();
-        if self.resend.pending().records > 0 {
-            let records = self.resend.pending().records;
-            if let Err(e) = self.send(&[], &[]).await {
-                tracing::warn!(address = %self.s.address, records, error = %e,
-                    "stopping before the syslog receiver took again what it may have dropped when it closed the connection");
+        let mut sent = Sent::default();
+        let records = self.resend.pending().records;
+        if records > 0 {
+            match self.send(&[], &[]).await {
+                Ok(s) => sent = s,
+                Err(e) => tracing::warn!(address = %self.s.address, records, error = %e,
+                    "stopping before the syslog receiver took again what it may have dropped when it closed the connection"),
             }
         }
         if let Some(Conn::Stream(mut c)) = self.conn.take() {
             let _ = c.writer.shutdown().await;
         }
+        sent
     }
 }
 

@@ -106,6 +106,6 @@ async fn frames_to_resend_go_out_at_close_when_no_batch_follows() {
     drop(unread);
     wait_closed(&c).await;
     let reader = tokio::spawn(async move { read_all(&l).await });
-    c.close().await;
+    assert_eq!(c.close().await, Sent { resent_records: 1 }, "counted as resent");
     assert_eq!(reader.await.unwrap(), "3 one");
 }
