@@ -105,13 +105,9 @@ impl DaemonHealth {
 
     /// One line for `systemctl status`: streams by state, and the backlog.
     pub async fn summary(&self) -> String {
-        let r = self.pipeline.blocking(|s| Ok((s.stream_status()?, s.spool_size()?))).await;
-        let Ok((streams, spool)) = r else { return "state unreadable".into() };
-        let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
-        for s in &streams {
-            *by.entry(s.state.name()).or_default() += 1;
-        }
-        let states: Vec<String> = by.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let r = self.pipeline.blocking(|s| Ok((s.streams_by_state()?, s.spool_size()?))).await;
+        let Ok((by_state, spool)) = r else { return "state unreadable".into() };
+        let states: Vec<String> = by_state.iter().map(|(k, v)| format!("{v} {k}")).collect();
         let paused = if self.pipeline.gate.reason().is_some() { ", POLLING PAUSED" } else { "" };
         format!("streams: {}; spool: {} records{paused}", states.join(", "), spool.records)
     }

@@ -146,6 +146,16 @@ impl Store {
         self.with_writer(|c| all(c))
     }
 
+    /// How many streams are in each state, by state name: what the systemd status line shows,
+    /// without the per-stream ledger and gap queries of `stream_status`.
+    pub fn streams_by_state(&self) -> Result<Vec<(String, i64)>> {
+        self.with_writer(|c| {
+            let mut stmt = c.prepare_cached("SELECT state, count(*) FROM streams GROUP BY state ORDER BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     pub fn flag(&self, key: &str) -> Result<Option<String>> {
         self.with_writer(|c| get_flag(c, key))
     }

@@ -260,3 +260,14 @@ fn a_removed_tenant_keeps_its_state_until_forgotten_and_only_its_own_goes() {
     assert_eq!(s.spool_size().unwrap().records, 1);
     assert_eq!(s.spool_bytes(), s.spool_size().unwrap().bytes);
 }
+
+#[test]
+fn streams_are_counted_by_state_for_the_status_line() {
+    let (_d, s) = open();
+    s.register_stream("s2", "t", "management", "Audit.General").unwrap();
+    s.register_stream("s3", "t", "management", "DLP.All").unwrap();
+    s.set_stream_state("s", &StreamState::Running).unwrap();
+    s.set_stream_state("s2", &StreamState::Running).unwrap();
+    s.set_stream_state("s3", &StreamState::Failed("no".into())).unwrap();
+    assert_eq!(s.streams_by_state().unwrap(), vec![("failed".to_string(), 1), ("running".to_string(), 2)]);
+}
