@@ -181,11 +181,12 @@ impl TenantAuth {
     /// A bearer token for `resource` (e.g. `https://manage.office.com`), from memory while it
     /// is good; see `tokens` for when it is fetched.
     pub async fn token(&self, resource: &str) -> Result<String, AuthError> {
-        let scope = format!("{}/.default", resource.trim_end_matches('/'));
         let cred = self.current_credential()?;
+        // Built only when a token is fetched: most calls find one held.
         let fetch = || {
             let cred = cred.clone();
-            let (scope, secret) = (scope.clone(), self.secret());
+            let scope = format!("{}/.default", resource.trim_end_matches('/'));
+            let secret = self.secret();
             let (tenant, audience) = (self.sign_in.name.clone(), resource.to_string());
             let who = self.sign_in.credential.describe();
             async move {

@@ -63,8 +63,13 @@ impl Forwarder {
             events::RecordDeadLettered { sink: &name, tenant, stream, record_id, reason }.emit();
         }
         let items: Vec<(OutRecord, String)> = refused.into_iter().map(|(i, r)| (batch.records[i].clone(), r)).collect();
+        let bytes: u64 = items.iter().map(|(r, _)| r.raw.len() as u64).sum();
         let items = Arc::new(items);
-        self.durably(shutdown, "dead letters", move |s| s.add_dead_letters(&name, &items)).await
+        self.durably(shutdown, "dead letters", move |s| s.add_dead_letters(&name, &items)).await?;
+        // Counted now, not only at maintenance's next measurement (every few seconds): the
+        // cap must hold against a sink that refuses records faster than that.
+        self.pipeline.dead_letter_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Redelivers dead letters an operator marked for retry. Returns false on shutdown.

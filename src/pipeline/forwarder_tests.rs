@@ -126,10 +126,28 @@ async fn records_the_sink_does_not_want_are_passed_over_and_the_offset_still_mov
 async fn a_refused_record_goes_to_the_dead_letter_table_before_the_offset_moves() {
     let a = ids("a", 30);
     let poison = a[17].clone();
-    let (got, store, d) = run(SinkFilter::default(), Some(poison.clone()), async |p| {
-        page(&stream(p, "Audit.Exchange").await, &a).await;
-    })
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = counted.clone();
+    let (got, store, d) = run_with(
+        SinkFilter::default(),
+        Some(poison.clone()),
+        async |p| page(&stream(p, "Audit.Exchange").await, &a).await,
+        async move |p| {
+            // No maintenance runs here: only the forwarder itself can have counted the bytes.
+            let start = std::time::Instant::now();
+            while p.dead_letter_bytes.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                assert!(start.elapsed() < Duration::from_secs(20), "dead-letter bytes never counted");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen.store(
+                p.dead_letter_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        },
+    )
     .await;
+    let on_disk = store.usage().unwrap().dead_letter_bytes;
+    assert_eq!(counted.load(std::sync::atomic::Ordering::Relaxed), on_disk, "counted as the table measures it");
     let rows = Store::open_read_only(d.path()).unwrap().dead_letters(&Default::default(), 10).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].record_id.as_str(), rows[0].reason.as_str()), (poison.as_str(), "HTTP 400 bad record"));

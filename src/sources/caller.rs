@@ -319,7 +319,8 @@ mod tests {
         // 20 turns after the burst: never sooner than the quota allows.
         assert!(at[19] - start >= period * 19, "20 turns took {:?}", at[19] - start);
         let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
-        let together = gaps.iter().filter(|g| **g < Duration::from_millis(5)).count();
+        // Half a period: generous for a busy machine, and a quota-paced gap is a whole one.
+        let together = gaps.iter().filter(|g| **g < period / 2).count();
         let apart = gaps.iter().filter(|g| **g >= period * 3).count();
         assert!(together >= 12 && apart >= 3, "turns in groups of 5: gaps {gaps:?}");
     }
