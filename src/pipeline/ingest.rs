@@ -353,9 +353,10 @@ impl StreamHandle {
         }
     }
 
-    pub async fn success(&self) {
+    /// Records how a cycle ended (`error`: `None` for a success) and the state it leaves.
+    pub async fn end_cycle(&self, state: StreamState, error: Option<String>) {
         let id = self.key.id.clone();
-        let _ = self.pipeline.blocking(move |s| s.record_stream_success(&id)).await;
+        let _ = self.pipeline.blocking(move |s| s.end_stream_cycle(&id, &state, error.as_deref())).await;
     }
 
     pub async fn error(&self, message: String) {

@@ -122,11 +122,7 @@ pub async fn run<S: Source>(mut source: S, handle: StreamHandle, pacing: Pacing,
             Outcome::Unavailable { needs: w } | Outcome::Retry { why: w, .. } | Outcome::Fatal(w) => Some(w.as_str()),
         };
         events::CycleEnded { stream: handle.key.labels(), state: &state, why, pause }.emit();
-        match why {
-            None => handle.success().await,
-            Some(w) => handle.error(w.to_string()).await,
-        }
-        handle.set_state(state).await;
+        handle.end_cycle(state, why.map(str::to_string)).await;
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.cancelled() => break,

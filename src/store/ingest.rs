@@ -92,8 +92,19 @@ impl Store {
         let outs = self.with_writer(|conn| {
             let tx = conn.transaction()?;
             let mut outs = Vec::with_capacity(pages.len());
+            // Each stream's counters move once per transaction, not once per page: a group
+            // commit of many small blobs costs one counter update per stream in it.
+            let mut counters: Vec<(&str, Counters)> = Vec::new();
             for p in pages {
-                outs.push(ingest_page(&tx, p, now, legacy)?);
+                let (out, c) = ingest_page(&tx, p, now, legacy)?;
+                match counters.iter_mut().find(|(s, _)| *s == p.page.stream) {
+                    Some((_, sum)) => sum.add(&c),
+                    None => counters.push((&p.page.stream, c)),
+                }
+                outs.push(out);
+            }
+            for (stream, c) in &counters {
+                c.write(&tx, stream)?;
             }
             tx.commit()?;
             Ok(outs)
@@ -130,7 +141,7 @@ fn ingest_page(
     p: &Pending<'_>,
     now: i64,
     legacy: bool,
-) -> rusqlite::Result<IngestOutcome> {
+) -> rusqlite::Result<(IngestOutcome, Counters)> {
     let (seen_ttl_ms, records_without_id) = (p.seen_ttl_ms, p.records_without_id);
     let mut out = IngestOutcome::default();
     let mut data = Vec::new();
@@ -205,22 +216,48 @@ fn ingest_page(
             super::backfill::mark_read(tx, *job, *start_ms, *end_ms, *records, cut_short.as_deref())?;
         }
     }
-    tx.run(
-        "UPDATE streams SET records_total = records_total + ?2, duplicates_total = duplicates_total + ?3,
-                records_without_id = records_without_id + ?4, blobs_expired = blobs_expired + ?5,
-                updates_total = updates_total + ?6, blobs_refused = blobs_refused + ?7
-         WHERE stream = ?1",
-        params![
-            p.page.stream,
-            out.new_records as i64,
-            out.duplicates as i64,
-            records_without_id as i64,
-            expired,
-            out.updates as i64,
-            refused
-        ],
-    )?;
-    Ok(out)
+    let counters = Counters {
+        records: out.new_records as i64,
+        duplicates: out.duplicates as i64,
+        without_id: records_without_id as i64,
+        expired,
+        updates: out.updates as i64,
+        refused,
+    };
+    Ok((out, counters))
+}
+
+/// What one page adds to its stream's counters (`streams`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    records: i64,
+    duplicates: i64,
+    without_id: i64,
+    expired: i64,
+    updates: i64,
+    refused: i64,
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.records += o.records;
+        self.duplicates += o.duplicates;
+        self.without_id += o.without_id;
+        self.expired += o.expired;
+        self.updates += o.updates;
+        self.refused += o.refused;
+    }
+
+    fn write(&self, tx: &rusqlite::Transaction<'_>, stream: &str) -> rusqlite::Result<()> {
+        tx.run(
+            "UPDATE streams SET records_total = records_total + ?2, duplicates_total = duplicates_total + ?3,
+                    records_without_id = records_without_id + ?4, blobs_expired = blobs_expired + ?5,
+                    updates_total = updates_total + ?6, blobs_refused = blobs_refused + ?7
+             WHERE stream = ?1",
+            params![stream, self.records, self.duplicates, self.without_id, self.expired, self.updates, self.refused],
+        )?;
+        Ok(())
+    }
 }
 
 /// The dedupe table, as one page's ingest uses it.

@@ -110,9 +110,25 @@ impl Store {
         })
     }
 
-    pub fn record_stream_success(&self, stream: &str) -> Result<()> {
+    /// A cycle's end in one transaction: its outcome (`error`: `None` for a success) and the
+    /// state it leaves the stream in, so a reader never sees one without the other.
+    pub fn end_stream_cycle(&self, stream: &str, state: &StreamState, error: Option<&str>) -> Result<()> {
         self.with_writer(|c| {
-            c.run("UPDATE streams SET last_success_at = ?2 WHERE stream = ?1", params![stream, now_ms()]).map(|_| ())
+            let tx = c.transaction()?;
+            match error {
+                None => {
+                    tx.run("UPDATE streams SET last_success_at = ?2 WHERE stream = ?1", params![stream, now_ms()])?
+                }
+                Some(e) => tx.run(
+                    "UPDATE streams SET last_error = ?2, last_error_at = ?3 WHERE stream = ?1",
+                    params![stream, e, now_ms()],
+                )?,
+            };
+            tx.run(
+                "UPDATE streams SET state = ?2, state_detail = ?3, state_until = ?4 WHERE stream = ?1",
+                params![stream, state.name(), state.detail(), state.until_ms()],
+            )?;
+            tx.commit()
         })
     }
 

@@ -271,3 +271,49 @@ fn streams_are_counted_by_state_for_the_status_line() {
     s.set_stream_state("s3", &StreamState::Failed("no".into())).unwrap();
     assert_eq!(s.streams_by_state().unwrap(), vec![("failed".to_string(), 1), ("running".to_string(), 2)]);
 }
+
+/// One group commit of several pages: each stream's counters add up its own pages only.
+#[test]
+fn a_group_commit_counts_each_stream_its_own_pages() {
+    let (_d, s) = open();
+    s.register_stream("s2", "t", "management", "Audit.General").unwrap();
+    let (a, b, c) = (
+        page("s", &["a", "b"], Checkpoint::None),
+        page("s2", &["c", "d", "e"], Checkpoint::None),
+        page("s", &["b", "f"], Checkpoint::None),
+    );
+    let pending: Vec<Pending<'_>> =
+        [&a, &b, &c].into_iter().map(|page| Pending { page, seen_ttl_ms: TTL, records_without_id: 1 }).collect();
+    let outs = s.ingest_many(&pending).unwrap();
+    assert_eq!(outs.iter().map(|o| (o.new_records, o.duplicates)).collect::<Vec<_>>(), [(2, 0), (3, 0), (1, 1)]);
+    let by_stream: std::collections::HashMap<String, (i64, i64, i64)> = s
+        .stream_status()
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.stream, (x.counters.records_total, x.counters.duplicates_total, x.counters.records_without_id)))
+        .collect();
+    assert_eq!(by_stream["s"], (3, 1, 2));
+    assert_eq!(by_stream["s2"], (3, 0, 1));
+}
+
+/// A cycle's end moves its outcome and the state together: a success stamps the success time
+/// and keeps the last error; an error stamps the error and keeps the last success.
+#[test]
+fn a_cycle_end_records_its_outcome_and_state_together() {
+    let (_d, s) = open();
+    let st = |s: &Store| s.stream_status().unwrap().remove(0);
+    s.end_stream_cycle("s", &StreamState::Running, None).unwrap();
+    let ok = st(&s);
+    assert_eq!(ok.state, StreamState::Running);
+    assert!(ok.last_success_at.is_some() && ok.last_error.is_none());
+    let retrying = StreamState::Retrying("HTTP 503".into());
+    s.end_stream_cycle("s", &retrying, Some("HTTP 503")).unwrap();
+    let failed = st(&s);
+    assert_eq!(failed.state, retrying);
+    assert_eq!((failed.last_success_at, failed.last_error.as_deref()), (ok.last_success_at, Some("HTTP 503")));
+    assert!(failed.last_error_at.is_some());
+    s.end_stream_cycle("s", &StreamState::Running, None).unwrap();
+    let again = st(&s);
+    assert_eq!((again.state, again.last_error.as_deref()), (StreamState::Running, Some("HTTP 503")));
+    assert!(again.last_success_at >= ok.last_success_at);
+}

@@ -30,6 +30,9 @@ pub struct ManagementStream {
     pub content_type: String,
     pub settings: ManagementSettings,
     subscribed: bool,
+    /// Past the warm-up of its subscription (a blob listed, or 12 hours gone): the ledger need
+    /// not be counted again each cycle.
+    warmed_up: bool,
 }
 
 impl Source for ManagementStream {
@@ -66,14 +69,20 @@ impl ManagementStream {
         content_type: String,
         settings: ManagementSettings,
     ) -> Self {
-        ManagementStream { client, handle, content_type, settings, subscribed: false }
+        ManagementStream { client, handle, content_type, settings, subscribed: false, warmed_up: false }
     }
 
     /// The first 12 hours of a new subscription may have no content: say so, it is not an error.
-    async fn warm_up(&self) -> Option<String> {
-        let listed = self.handle.blobs_ever_listed().await.unwrap_or(1);
+    async fn warm_up(&mut self) -> Option<String> {
+        if self.warmed_up {
+            return None;
+        }
+        // A store that cannot say is not a reason to report a warm-up.
+        let Ok(listed) = self.handle.blobs_ever_listed().await else { return None };
         let started = self.handle.subscription_started_at().await;
         let warming = listed == 0 && started.is_some_and(|t| crate::store::now_ms() - t < WARM_UP.as_millis() as i64);
+        // Not warming now is for good, until the subscription is started again.
+        self.warmed_up = !warming;
         warming.then(|| {
             "subscription started recently; Microsoft can take up to 12 hours to publish the first content".into()
         })
@@ -95,6 +104,8 @@ impl ManagementStream {
         tracing::info!(stream = %self.handle.key.id, "starting Management Activity subscription");
         self.client.start_subscription(&self.content_type).await.map_err(outcome)?;
         self.handle.subscription_started().await;
+        // A subscription started again may be warming up again (its old blobs pruned).
+        self.warmed_up = false;
         Ok(())
     }
 
