@@ -100,3 +100,32 @@ async fn new_subscription_reports_warming_up_not_an_error() {
     assert!(h.delivered().is_empty());
     assert!(h.sim.tenant.subscriptions().iter().all(|(_, s)| s.enabled));
 }
+
+/// Once content shows up, a stream that was warming up says running, and collects it. (A
+/// stream stops checking its warm-up once past it; this is the check ending as it should.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_up_ends_when_the_first_content_is_published() {
+    let scenario = Scenario {
+        history_records: 0,
+        live_records_per_sec: 100.0,
+        records_per_blob: 20,
+        subscriptions_enabled: false,
+        warm_up: Duration::from_secs(6),
+        ..Scenario::default()
+    };
+    let h = Harness::new(scenario, ConfigExtras::default()).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    wait_until("every stream warming up", Duration::from_secs(30), || {
+        h.status().matches("[warming_up] subscription started recently").count() == 5
+    })
+    .await;
+    wait_until("every stream past its warm-up", Duration::from_secs(60), || {
+        let s = h.status();
+        !s.contains("warming_up") && s.matches(" running ").count() >= 5
+    })
+    .await;
+    h.wait_lines(1, Duration::from_secs(30)).await;
+    let status = h.status();
+    daemon.stop().await.expect("clean shutdown");
+    assert!(!status.contains("warming_up") && !status.contains("last error"), "{status}");
+}
