@@ -369,9 +369,9 @@ impl StreamHandle {
         let _ = self.pipeline.blocking(move |s| s.record_subscription_started(&id)).await;
     }
 
-    pub async fn subscription_started_at(&self) -> Option<i64> {
+    pub async fn subscription_started_at(&self) -> Result<Option<i64>, PipelineError> {
         let id = self.key.id.clone();
-        self.pipeline.blocking(move |s| s.subscription_started_at(&id)).await.ok().flatten()
+        self.pipeline.blocking(move |s| s.subscription_started_at(&id)).await
     }
 
     /// Waits while the spool gate is closed. Returns false on shutdown.

@@ -77,9 +77,12 @@ impl ManagementStream {
         if self.warmed_up {
             return None;
         }
-        // A store that cannot say is not a reason to report a warm-up.
-        let Ok(listed) = self.handle.blobs_ever_listed().await else { return None };
-        let started = self.handle.subscription_started_at().await;
+        // A store that cannot say is not a reason to report a warm-up, nor to stop checking.
+        let (Ok(listed), Ok(started)) =
+            (self.handle.blobs_ever_listed().await, self.handle.subscription_started_at().await)
+        else {
+            return None;
+        };
         let warming = listed == 0 && started.is_some_and(|t| crate::store::now_ms() - t < WARM_UP.as_millis() as i64);
         // Not warming now is for good, until the subscription is started again.
         self.warmed_up = !warming;
