@@ -80,19 +80,8 @@ async fn server_clock_far_ahead_is_learned_from_the_date_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_subscription_reports_warming_up_not_an_error() {
-    let scenario = Scenario {
-        history_records: 100,
-        subscriptions_enabled: false,
-        warm_up: Duration::from_secs(3600),
-        ..Scenario::default()
-    };
-    let h = Harness::new(scenario, ConfigExtras::default()).await;
-    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
-    // Read while the daemon runs, as an operator would.
-    wait_until("every stream warming up", Duration::from_secs(30), || {
-        h.status().matches("[warming_up] subscription started recently").count() == 5
-    })
-    .await;
+    let scenario = Scenario { history_records: 100, warm_up: Duration::from_secs(3600), ..Scenario::default() };
+    let (h, daemon) = start_warming_up(scenario).await;
     let status = h.status();
     daemon.stop().await.expect("clean shutdown");
     assert_eq!(status.matches("[warming_up] subscription started recently").count(), 5, "{status}");
@@ -109,16 +98,10 @@ async fn warming_up_ends_when_the_first_content_is_published() {
         history_records: 0,
         live_records_per_sec: 100.0,
         records_per_blob: 20,
-        subscriptions_enabled: false,
         warm_up: Duration::from_secs(6),
         ..Scenario::default()
     };
-    let h = Harness::new(scenario, ConfigExtras::default()).await;
-    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
-    wait_until("every stream warming up", Duration::from_secs(30), || {
-        h.status().matches("[warming_up] subscription started recently").count() == 5
-    })
-    .await;
+    let (h, daemon) = start_warming_up(scenario).await;
     wait_until("every stream past its warm-up", Duration::from_secs(60), || {
         let s = h.status();
         !s.contains("warming_up") && s.matches(" running ").count() >= 5
@@ -128,4 +111,16 @@ async fn warming_up_ends_when_the_first_content_is_published() {
     let status = h.status();
     daemon.stop().await.expect("clean shutdown");
     assert!(!status.contains("warming_up") && !status.contains("last error"), "{status}");
+}
+
+/// A daemon on a tenant whose subscriptions it must start itself, once its five streams all
+/// say they are warming up (read while it runs, as an operator would).
+async fn start_warming_up(scenario: Scenario) -> (Harness, Daemon) {
+    let h = Harness::new(Scenario { subscriptions_enabled: false, ..scenario }, ConfigExtras::default()).await;
+    let daemon = Daemon::start(&h.settings()).await.expect("daemon");
+    wait_until("every stream warming up", Duration::from_secs(30), || {
+        h.status().matches("[warming_up] subscription started recently").count() == 5
+    })
+    .await;
+    (h, daemon)
 }

@@ -78,13 +78,7 @@ impl Store {
     }
 
     pub fn set_stream_state(&self, stream: &str, state: &StreamState) -> Result<()> {
-        self.with_writer(|c| {
-            c.run(
-                "UPDATE streams SET state = ?2, state_detail = ?3, state_until = ?4 WHERE stream = ?1",
-                params![stream, state.name(), state.detail(), state.until_ms()],
-            )
-            .map(|_| ())
-        })
+        self.with_writer(|c| write_state(c, stream, state))
     }
 
     /// Records that `[start_ms, end_ms)` of a stream can no longer be read. The same gap found
@@ -116,30 +110,18 @@ impl Store {
         self.with_writer(|c| {
             let tx = c.transaction()?;
             match error {
-                None => {
-                    tx.run("UPDATE streams SET last_success_at = ?2 WHERE stream = ?1", params![stream, now_ms()])?
-                }
-                Some(e) => tx.run(
-                    "UPDATE streams SET last_error = ?2, last_error_at = ?3 WHERE stream = ?1",
-                    params![stream, e, now_ms()],
-                )?,
-            };
-            tx.run(
-                "UPDATE streams SET state = ?2, state_detail = ?3, state_until = ?4 WHERE stream = ?1",
-                params![stream, state.name(), state.detail(), state.until_ms()],
-            )?;
+                None => tx
+                    .run("UPDATE streams SET last_success_at = ?2 WHERE stream = ?1", params![stream, now_ms()])
+                    .map(|_| ())?,
+                Some(e) => write_error(&tx, stream, e)?,
+            }
+            write_state(&tx, stream, state)?;
             tx.commit()
         })
     }
 
     pub fn record_stream_error(&self, stream: &str, error: &str) -> Result<()> {
-        self.with_writer(|c| {
-            c.run(
-                "UPDATE streams SET last_error = ?2, last_error_at = ?3 WHERE stream = ?1",
-                params![stream, error, now_ms()],
-            )
-            .map(|_| ())
-        })
+        self.with_writer(|c| write_error(c, stream, error))
     }
 
     pub fn record_subscription_started(&self, stream: &str) -> Result<()> {
@@ -193,6 +175,19 @@ impl Store {
             Ok(())
         })
     }
+}
+
+fn write_state(c: &rusqlite::Connection, stream: &str, state: &StreamState) -> rusqlite::Result<()> {
+    c.run(
+        "UPDATE streams SET state = ?2, state_detail = ?3, state_until = ?4 WHERE stream = ?1",
+        params![stream, state.name(), state.detail(), state.until_ms()],
+    )
+    .map(|_| ())
+}
+
+fn write_error(c: &rusqlite::Connection, stream: &str, error: &str) -> rusqlite::Result<()> {
+    c.run("UPDATE streams SET last_error = ?2, last_error_at = ?3 WHERE stream = ?1", params![stream, error, now_ms()])
+        .map(|_| ())
 }
 
 pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
