@@ -73,6 +73,7 @@ impl Forwarder {
         let name = self.sink.name().to_string();
         let store = self.pipeline.store.clone();
         let reader = Arc::new(std::sync::Mutex::new(store.spool_reader()?));
+        let recent = store.recent_rows();
         let n = name.clone();
         let (mut seq, idx) = self.pipeline.blocking(move |s| s.sink_offset(&n)).await?;
         let mut pos = (seq, idx);
@@ -93,15 +94,25 @@ impl Forwarder {
             let mut buffered: usize = buffer.iter().map(|r| r.records.len()).sum();
             let mut at_end = caught_up;
             while buffered < max_records && !caught_up {
-                let r = reader.clone();
                 let from = next_read;
-                // A reader is only a connection: one left by a panicked read is still usable.
-                let rows = tokio::task::spawn_blocking(move || {
-                    r.lock().unwrap_or_else(|p| p.into_inner()).read_from(from, ROWS_PER_READ)
-                })
-                .await
-                .map_err(|e| PipelineError::Join(e.to_string()))??;
-                at_end = rows.len() < ROWS_PER_READ;
+                // Rows just committed come from memory; anything older, from SQLite.
+                let rows = match recent.take_from(from, ROWS_PER_READ) {
+                    Some((rows, newest)) => {
+                        at_end = newest;
+                        rows
+                    }
+                    None => {
+                        let r = reader.clone();
+                        // A reader is only a connection: one left by a panicked read is still usable.
+                        let rows = tokio::task::spawn_blocking(move || {
+                            r.lock().unwrap_or_else(|p| p.into_inner()).read_from(from, ROWS_PER_READ)
+                        })
+                        .await
+                        .map_err(|e| PipelineError::Join(e.to_string()))??;
+                        at_end = rows.len() < ROWS_PER_READ;
+                        rows
+                    }
+                };
                 if rows.is_empty() {
                     break;
                 }

@@ -218,3 +218,35 @@ async fn at_the_dead_letter_cap_the_sink_waits_and_a_batch_refused_whole_is_call
     let b = &store.backlogs().unwrap()[0];
     assert!(b.last_error.as_deref().unwrap_or("").contains("refused every record of a batch"), "{b:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarder_behind_the_rows_kept_in_memory_reads_the_spool_then_takes_them_from_memory() {
+    // 2 KB ids: 30 pages of 50 records are about 3 MB, more than the rows kept in memory.
+    let pad = "x".repeat(2_000);
+    let early: Vec<Vec<String>> = (0..30).map(|p| ids(&format!("e{p:02}-{pad}"), 50)).collect();
+    let late: Vec<Vec<String>> = (0..5).map(|p| ids(&format!("l{p:02}"), 50)).collect();
+    let (got, store, _d) = run_with(
+        SinkFilter::default(),
+        None,
+        async |p| {
+            let h = stream(p, "Audit.Exchange").await;
+            for ids in &early {
+                page(&h, ids).await;
+            }
+            p.flush().await;
+            let recent = p.store.recent_rows();
+            assert!(recent.take_from(1, 1).is_none(), "the first rows were let go: they are read from SQLite");
+            assert!(recent.take_from(30, 1).is_some(), "the newest rows are kept");
+        },
+        async |p| {
+            let h = stream(p, "Audit.Exchange").await;
+            for ids in &late {
+                page(&h, ids).await;
+                p.flush().await;
+            }
+        },
+    )
+    .await;
+    assert_eq!(got, [early.concat(), late.concat()].concat(), "every record once, in spool order");
+    assert_eq!(store.backlogs().unwrap()[0].delivered_total, 35 * 50);
+}

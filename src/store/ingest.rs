@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::blobs::{self, BlobListing};
 use super::cached::Cached;
-use super::{Result, Store, codec, now_ms};
+use super::{Result, SpoolRow, Store, codec, now_ms};
 
 /// What a page moves forward once its records are safely spooled.
 #[derive(Debug, Clone)]
@@ -95,8 +95,10 @@ impl Store {
             // Each stream's counters move once per transaction, not once per page: a group
             // commit of many small blobs costs one counter update per stream in it.
             let mut counters: Vec<(&str, Counters)> = Vec::new();
+            let mut spooled = Vec::new();
             for p in pages {
-                let (out, c) = ingest_page(&tx, p, now, legacy)?;
+                let (out, c, row) = ingest_page(&tx, p, now, legacy)?;
+                spooled.extend(row);
                 match counters.iter_mut().find(|(s, _)| *s == p.page.stream) {
                     Some((_, sum)) => sum.add(&c),
                     None => counters.push((&p.page.stream, c)),
@@ -107,6 +109,8 @@ impl Store {
                 c.write(&tx, stream)?;
             }
             tx.commit()?;
+            // Only now, and still under the writer lock: see `recent`'s invariant.
+            self.recent.push(spooled);
             Ok(outs)
         })?;
         let spooled: u64 = outs.iter().map(|o| o.spooled_bytes).sum();
@@ -141,7 +145,7 @@ fn ingest_page(
     p: &Pending<'_>,
     now: i64,
     legacy: bool,
-) -> rusqlite::Result<(IngestOutcome, Counters)> {
+) -> rusqlite::Result<(IngestOutcome, Counters, Option<SpoolRow>)> {
     let (seen_ttl_ms, records_without_id) = (p.seen_ttl_ms, p.records_without_id);
     let mut out = IngestOutcome::default();
     let mut data = Vec::new();
@@ -175,8 +179,9 @@ fn ingest_page(
             }
         }
     }
+    let mut row = None;
     if out.new_records > 0 {
-        let data = codec::compress(&data);
+        let stored = codec::compress(&data);
         tx.run(
             "INSERT INTO spool(stream, tenant, source, name, collected_at, count, bytes, data)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -187,11 +192,21 @@ fn ingest_page(
                 p.page.name,
                 now,
                 out.new_records as i64,
-                data.len() as i64,
-                data
+                stored.len() as i64,
+                stored
             ],
         )?;
-        out.spooled_bytes = data.len() as u64;
+        out.spooled_bytes = stored.len() as u64;
+        row = Some(SpoolRow {
+            seq: tx.last_insert_rowid(),
+            tenant: p.page.tenant.clone(),
+            source: p.page.source.clone(),
+            name: p.page.name.clone(),
+            collected_at: now,
+            count: out.new_records as i64,
+            data: std::sync::Arc::new(data),
+            corrupt: None,
+        });
     }
     let (mut expired, mut refused) = (0i64, 0i64);
     match &p.page.checkpoint {
@@ -224,7 +239,7 @@ fn ingest_page(
         updates: out.updates as i64,
         refused,
     };
-    Ok((out, counters))
+    Ok((out, counters, row))
 }
 
 /// What one page adds to its stream's counters (`streams`).

@@ -16,6 +16,7 @@ mod ingest;
 pub mod lock;
 mod migrations;
 mod prune;
+mod recent;
 mod space;
 mod spool;
 mod state;
@@ -28,6 +29,7 @@ pub use backfill::{
 pub use blobs::{BlobListing, LedgerCounts, PendingBlob};
 pub use deadletter::{DeadLetter, DeadLetterCount, DeadLetterSelector};
 pub use ingest::{Checkpoint, IngestOutcome, IngestPage, PageRecord, Pending};
+pub use recent::RecentRows;
 pub use space::{Usage, free_bytes};
 pub use spool::{SinkBacklog, SpoolRow, SpoolSize};
 pub use state::StreamState;
@@ -35,8 +37,8 @@ pub use streams::{StreamCounters, StreamStatus, ThrottledMailbox};
 pub use tenants::Forgotten;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -81,6 +83,8 @@ pub struct Store {
     seen_legacy: std::sync::atomic::AtomicBool,
     /// Tests only: every write fails as on a full disk.
     disk_full_injected: std::sync::atomic::AtomicBool,
+    /// Rows just committed, for forwarders that keep up (`recent`).
+    recent: Arc<RecentRows>,
 }
 
 impl Store {
@@ -106,6 +110,7 @@ impl Store {
             spool_bytes: AtomicU64::new(0),
             seen_legacy: Default::default(),
             disk_full_injected: Default::default(),
+            recent: Default::default(),
             path,
         };
         let legacy = store.flag(prune::SEEN_LEGACY_FLAG)?.is_some();
@@ -130,6 +135,11 @@ impl Store {
     /// A fresh reader connection, for a forwarder or a source that reads its own state.
     pub fn reader(&self) -> Result<Connection> {
         open_reader(&self.path)
+    }
+
+    /// The spool rows just committed, which a forwarder may take instead of reading them back.
+    pub fn recent_rows(&self) -> Arc<RecentRows> {
+        self.recent.clone()
     }
 
     pub fn spool_bytes(&self) -> u64 {

@@ -96,6 +96,7 @@ impl Store {
                 backfill_jobs: backfill_jobs as i64,
             })
         })?;
+        self.recent.clear();
         // A running daemon re-reads the spool's size at its next maintenance pass.
         self.resync_spool_bytes()?;
 

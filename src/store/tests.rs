@@ -317,3 +317,38 @@ fn a_cycle_end_records_its_outcome_and_state_together() {
     assert_eq!((again.state, again.last_error.as_deref()), (StreamState::Running, Some("HTTP 503")));
     assert!(again.last_success_at >= ok.last_success_at);
 }
+
+#[test]
+fn rows_kept_in_memory_are_the_committed_spool_rows_and_go_with_a_forgotten_tenant() {
+    let (_d, s) = open();
+    let recent = s.recent_rows();
+    let pages = [
+        page("s", &["a", "b"], Checkpoint::Cursor("c1".into())),
+        page("s", &["a"], Checkpoint::Cursor("c2".into())),
+        page("s", &["c"], Checkpoint::Cursor("c3".into())),
+    ];
+    let pending: Vec<Pending<'_>> =
+        pages.iter().map(|page| Pending { page, seen_ttl_ms: TTL, records_without_id: 0 }).collect();
+    s.ingest_many(&pending).unwrap();
+    // The page of duplicates spooled nothing, so it has no row in either place.
+    let stored = s.spool_reader().unwrap().read_from(0, 10).unwrap();
+    assert_eq!(stored.len(), 2);
+    let (kept, newest) = recent.take_from(stored[0].seq, 10).expect("the rows just committed");
+    assert!(newest);
+    let view = |r: &SpoolRow| (r.seq, r.tenant.clone(), r.name.clone(), r.collected_at, r.count, r.data.clone());
+    assert_eq!(kept.iter().map(view).collect::<Vec<_>>(), stored.iter().map(view).collect::<Vec<_>>());
+    // A transaction that fails at its last statement (the counters, after every page was
+    // written) leaves nothing behind.
+    s.with_writer(|c| {
+        c.execute_batch(
+            "CREATE TEMP TRIGGER boom BEFORE UPDATE ON streams WHEN OLD.cursor = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+    })
+    .unwrap();
+    assert!(s.ingest(&page("s", &["d"], Checkpoint::Cursor("boom".into())), TTL, 0).is_err());
+    assert!(recent.take_from(stored[1].seq + 1, 10).is_none(), "a rolled-back row is not kept");
+    assert_eq!(s.spool_reader().unwrap().read_from(0, 10).unwrap().len(), 2);
+    s.forget_tenant("t").unwrap();
+    assert!(recent.take_from(stored[0].seq, 10).is_none(), "a forgotten tenant's rows are not delivered from memory");
+}

@@ -1,0 +1,142 @@
+//! Spool rows just committed, kept in memory so a forwarder that keeps up hands them to its
+//! sink without reading them back from SQLite and decompressing them again.
+//!
+//! On a tenant that trickles small blobs, reading each row back cost about a twentieth of the
+//! daemon's CPU, and a thread hand-off per read. A forwarder behind by more than the budget (a
+//! dead sink, a backlog) reads from SQLite as before: this is only a shortcut, never the record
+//! of what is spooled.
+//!
+//! INVARIANT: a row is here only once the transaction that wrote it committed, and rows are
+//! added in `seq` order under the writer lock, so the newest row here is the newest in the
+//! spool. A reader takes rows only from exactly the `seq` it asks for and stops at the first
+//! gap, so it can never pass over a row it would have read from SQLite.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::SpoolRow;
+
+/// Bytes of decompressed rows kept at most. Small: it must not move the daemon's RSS budget,
+/// and a forwarder that keeps up is never more than a linger's worth of rows behind.
+const BUDGET: usize = 2 << 20;
+
+#[derive(Default)]
+pub struct RecentRows {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rows: VecDeque<SpoolRow>,
+    bytes: usize,
+}
+
+impl RecentRows {
+    /// Called with the rows of one transaction, right after it committed, under the writer lock.
+    pub(super) fn push(&self, rows: Vec<SpoolRow>) {
+        let mut inner = self.lock();
+        for row in rows {
+            // A row older than the newest kept would break the order readers rely on.
+            if inner.rows.back().is_some_and(|b| b.seq >= row.seq) {
+                inner.rows.clear();
+                inner.bytes = 0;
+            }
+            inner.bytes += row.data.len();
+            inner.rows.push_back(row);
+        }
+        while inner.bytes > BUDGET {
+            let Some(old) = inner.rows.pop_front() else { break };
+            inner.bytes -= old.data.len();
+        }
+    }
+
+    /// Up to `max_rows` rows from exactly `from` on, with no gap in `seq`, and whether they
+    /// reach the newest row committed. `None` when `from` is not here: read SQLite instead.
+    pub fn take_from(&self, from: i64, max_rows: usize) -> Option<(Vec<SpoolRow>, bool)> {
+        let inner = self.lock();
+        let start = inner.rows.binary_search_by_key(&from, |r| r.seq).ok()?;
+        let mut out: Vec<SpoolRow> = Vec::with_capacity(max_rows.min(inner.rows.len() - start));
+        for row in inner.rows.range(start..) {
+            if out.len() == max_rows || out.last().is_some_and(|l| l.seq + 1 != row.seq) {
+                return Some((out, false));
+            }
+            out.push(row.clone());
+        }
+        Some((out, true))
+    }
+
+    /// Rows were deleted from the spool (a tenant forgotten): nothing here may outlive them.
+    pub(super) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.rows.clear();
+        inner.bytes = 0;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Plain data, consistent after every statement: a panicked holder left nothing half done.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn row(seq: i64, len: usize) -> SpoolRow {
+        SpoolRow {
+            seq,
+            tenant: "t".into(),
+            source: "management".into(),
+            name: "Audit.Exchange".into(),
+            collected_at: 0,
+            count: 1,
+            data: Arc::new(vec![0; len]),
+            corrupt: None,
+        }
+    }
+
+    fn seqs(rows: &[SpoolRow]) -> Vec<i64> {
+        rows.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn rows_come_from_exactly_the_seq_asked_and_stop_at_a_gap() {
+        let r = RecentRows::default();
+        r.push(vec![row(5, 10), row(6, 10), row(7, 10)]);
+        r.push(vec![row(9, 10)]);
+        assert!(r.take_from(4, 8).is_none(), "a seq older than the oldest kept is read from SQLite");
+        assert!(r.take_from(8, 8).is_none(), "a seq not here is read from SQLite");
+        let (rows, newest) = r.take_from(5, 8).unwrap();
+        assert_eq!((seqs(&rows), newest), (vec![5, 6, 7], false), "stops before the gap at 8");
+        let (rows, newest) = r.take_from(6, 1).unwrap();
+        assert_eq!((seqs(&rows), newest), (vec![6], false));
+        let (rows, newest) = r.take_from(9, 8).unwrap();
+        assert_eq!((seqs(&rows), newest), (vec![9], true));
+    }
+
+    #[test]
+    fn the_oldest_rows_go_once_the_budget_is_spent() {
+        let r = RecentRows::default();
+        let big = BUDGET / 4;
+        r.push((1..=6).map(|s| row(s, big)).collect());
+        assert!(r.take_from(2, 8).is_none());
+        let (rows, newest) = r.take_from(3, 8).unwrap();
+        assert_eq!((seqs(&rows), newest), (vec![3, 4, 5, 6], true));
+        assert_eq!(r.lock().bytes, BUDGET);
+        // One row above the budget is not kept at all.
+        r.push(vec![row(7, BUDGET + 1)]);
+        assert!(r.take_from(7, 8).is_none());
+        assert_eq!(r.lock().bytes, 0);
+    }
+
+    #[test]
+    fn a_row_out_of_order_empties_the_cache_instead_of_breaking_its_order() {
+        let r = RecentRows::default();
+        r.push(vec![row(5, 10), row(6, 10)]);
+        r.push(vec![row(3, 10)]);
+        assert!(r.take_from(5, 8).is_none());
+        assert_eq!(seqs(&r.take_from(3, 8).unwrap().0), vec![3]);
+    }
+}
