@@ -103,7 +103,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
 /// Where each stream and sink stands, as gauges.
 async fn positions(p: &Arc<Pipeline>) {
-    let Ok((streams, sinks)) = p.blocking(|s| Ok((s.stream_status()?, s.backlogs()?))).await else { return };
+    let Ok((streams, sinks)) = p.blocking(|s| Ok((s.stream_positions()?, s.backlogs()?))).await else { return };
     let now = crate::store::now_ms();
     for s in &streams {
         let label = format!("{}/{}", s.source, s.name);

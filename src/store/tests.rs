@@ -352,3 +352,23 @@ fn rows_kept_in_memory_are_the_committed_spool_rows_and_go_with_a_forgotten_tena
     s.forget_tenant("t").unwrap();
     assert!(recent.take_from(stored[0].seq, 10).is_none(), "a forgotten tenant's rows are not delivered from memory");
 }
+
+#[test]
+fn positions_carry_what_lag_and_headroom_need_without_counting_the_ledger() {
+    let (_d, s) = open();
+    let listing = BlobListing {
+        content_id: "b1".into(),
+        content_uri: "https://x/b1".into(),
+        content_created: "2026-11-21T00:00:00.000Z".into(),
+        content_expiration_ms: Some(5_000),
+    };
+    let listed = Checkpoint::BlobsListed { blobs: vec![listing], watermark: Some("2026-11-21T00:00:00Z".into()) };
+    s.ingest(&page("s", &[], listed), TTL, 0).unwrap();
+    s.set_stream_retention("s", 7 * 86_400).unwrap();
+    let (full, pos) = (&s.stream_status().unwrap()[0], &s.stream_positions().unwrap()[0]);
+    assert_eq!(full.ledger.listed, 1);
+    assert_eq!(pos.ledger.listed, 0, "not counted");
+    assert_eq!((pos.lag_ms(10_000), pos.headroom_ms(1_000)), (full.lag_ms(10_000), full.headroom_ms(1_000)));
+    assert_eq!(pos.headroom_ms(1_000), Some(4_000), "the pending blob's expiry");
+    assert!(pos.lag_ms(1_800_000_000_000).is_some());
+}
