@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::blobs::{self, BlobListing};
 use super::cached::Cached;
+use super::recent::{Fresh, RecentRows};
 use super::{Result, SpoolRow, Store, codec, now_ms};
 
 /// What a page moves forward once its records are safely spooled.
@@ -145,7 +146,7 @@ fn ingest_page(
     p: &Pending<'_>,
     now: i64,
     legacy: bool,
-) -> rusqlite::Result<(IngestOutcome, Counters, Option<SpoolRow>)> {
+) -> rusqlite::Result<(IngestOutcome, Counters, Option<Fresh>)> {
     let (seen_ttl_ms, records_without_id) = (p.seen_ttl_ms, p.records_without_id);
     let mut out = IngestOutcome::default();
     let mut data = Vec::new();
@@ -197,8 +198,9 @@ fn ingest_page(
             ],
         )?;
         out.spooled_bytes = stored.len() as u64;
-        row = Some(SpoolRow {
-            seq: tx.last_insert_rowid(),
+        let seq = tx.last_insert_rowid();
+        let keep = RecentRows::keeps(data.len()).then(|| SpoolRow {
+            seq,
             tenant: p.page.tenant.clone(),
             source: p.page.source.clone(),
             name: p.page.name.clone(),
@@ -207,6 +209,7 @@ fn ingest_page(
             data: std::sync::Arc::new(data),
             corrupt: None,
         });
+        row = Some(Fresh { seq, row: keep });
     }
     let (mut expired, mut refused) = (0i64, 0i64);
     match &p.page.checkpoint {

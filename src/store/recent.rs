@@ -7,9 +7,10 @@
 //! of what is spooled.
 //!
 //! INVARIANT: a row is here only once the transaction that wrote it committed, and rows are
-//! added in `seq` order under the writer lock, so the newest row here is the newest in the
-//! spool. A reader takes rows only from exactly the `seq` it asks for and stops at the first
-//! gap, so it can never pass over a row it would have read from SQLite.
+//! added in `seq` order under the writer lock, which also records the newest `seq` committed
+//! (kept or not). A reader takes rows only from exactly the `seq` it asks for and stops at the
+//! first gap, so it can never pass over a row it would have read from SQLite, and it is told
+//! it reached the end of the spool only when its last row is that newest one.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -19,6 +20,9 @@ use super::SpoolRow;
 /// Bytes of decompressed rows kept at most. Small: it must not move the daemon's RSS budget,
 /// and a forwarder that keeps up is never more than a linger's worth of rows behind.
 const BUDGET: usize = 2 << 20;
+/// Rows larger than this are not kept (nor held until the commit): a big page is read back at
+/// little cost per record, and keeping its buffer alive was what moved peak RSS.
+const MAX_ROW: usize = 256 << 10;
 
 #[derive(Default)]
 pub struct RecentRows {
@@ -29,20 +33,37 @@ pub struct RecentRows {
 struct Inner {
     rows: VecDeque<SpoolRow>,
     bytes: usize,
+    /// The newest `seq` committed, kept or not.
+    newest: i64,
+}
+
+/// A spool row a transaction wrote: its `seq`, and the row itself when it is small enough to keep.
+pub(super) struct Fresh {
+    pub seq: i64,
+    pub row: Option<SpoolRow>,
 }
 
 impl RecentRows {
+    /// Whether a row of `len` decompressed bytes would be kept.
+    pub(super) fn keeps(len: usize) -> bool {
+        len <= MAX_ROW
+    }
+
     /// Called with the rows of one transaction, right after it committed, under the writer lock.
-    pub(super) fn push(&self, rows: Vec<SpoolRow>) {
+    pub(super) fn push(&self, fresh: Vec<Fresh>) {
         let mut inner = self.lock();
-        for row in rows {
-            // A row older than the newest kept would break the order readers rely on.
-            if inner.rows.back().is_some_and(|b| b.seq >= row.seq) {
+        for Fresh { seq, row } in fresh {
+            // A row older than the newest known would break the order readers rely on.
+            if seq <= inner.newest {
                 inner.rows.clear();
                 inner.bytes = 0;
             }
-            inner.bytes += row.data.len();
-            inner.rows.push_back(row);
+            inner.newest = seq;
+            // A row not kept leaves a gap: readers stop before it and read it from SQLite.
+            if let Some(row) = row.filter(|r| r.seq == seq && Self::keeps(r.data.len())) {
+                inner.bytes += row.data.len();
+                inner.rows.push_back(row);
+            }
         }
         while inner.bytes > BUDGET {
             let Some(old) = inner.rows.pop_front() else { break };
@@ -62,7 +83,8 @@ impl RecentRows {
             }
             out.push(row.clone());
         }
-        Some((out, true))
+        let newest = out.last().is_some_and(|l| l.seq == inner.newest);
+        Some((out, newest))
     }
 
     /// Rows were deleted from the spool (a tenant forgotten): nothing here may outlive them.
@@ -97,6 +119,10 @@ mod tests {
         }
     }
 
+    fn fresh(rows: Vec<SpoolRow>) -> Vec<Fresh> {
+        rows.into_iter().map(|r| Fresh { seq: r.seq, row: Some(r) }).collect()
+    }
+
     fn seqs(rows: &[SpoolRow]) -> Vec<i64> {
         rows.iter().map(|r| r.seq).collect()
     }
@@ -104,8 +130,8 @@ mod tests {
     #[test]
     fn rows_come_from_exactly_the_seq_asked_and_stop_at_a_gap() {
         let r = RecentRows::default();
-        r.push(vec![row(5, 10), row(6, 10), row(7, 10)]);
-        r.push(vec![row(9, 10)]);
+        r.push(fresh(vec![row(5, 10), row(6, 10), row(7, 10)]));
+        r.push(fresh(vec![row(9, 10)]));
         assert!(r.take_from(4, 8).is_none(), "a seq older than the oldest kept is read from SQLite");
         assert!(r.take_from(8, 8).is_none(), "a seq not here is read from SQLite");
         let (rows, newest) = r.take_from(5, 8).unwrap();
@@ -119,23 +145,27 @@ mod tests {
     #[test]
     fn the_oldest_rows_go_once_the_budget_is_spent() {
         let r = RecentRows::default();
-        let big = BUDGET / 4;
-        r.push((1..=6).map(|s| row(s, big)).collect());
+        let big = BUDGET / 8;
+        r.push(fresh((1..=10).map(|s| row(s, big)).collect()));
         assert!(r.take_from(2, 8).is_none());
         let (rows, newest) = r.take_from(3, 8).unwrap();
-        assert_eq!((seqs(&rows), newest), (vec![3, 4, 5, 6], true));
+        assert_eq!((seqs(&rows), newest), (vec![3, 4, 5, 6, 7, 8, 9, 10], true));
         assert_eq!(r.lock().bytes, BUDGET);
-        // One row above the budget is not kept at all.
-        r.push(vec![row(7, BUDGET + 1)]);
-        assert!(r.take_from(7, 8).is_none());
-        assert_eq!(r.lock().bytes, 0);
+        // A row above the size kept leaves a gap, and the rows before it no longer reach the newest.
+        r.push(fresh(vec![row(11, MAX_ROW + 1)]));
+        assert!(r.take_from(11, 8).is_none());
+        let (rows, newest) = r.take_from(10, 8).unwrap();
+        assert_eq!((seqs(&rows), newest), (vec![10], false));
+        // Past the gap, kept rows are taken again.
+        r.push(fresh(vec![row(12, 10)]));
+        assert_eq!(r.take_from(12, 8).map(|(rows, newest)| (seqs(&rows), newest)), Some((vec![12], true)));
     }
 
     #[test]
     fn a_row_out_of_order_empties_the_cache_instead_of_breaking_its_order() {
         let r = RecentRows::default();
-        r.push(vec![row(5, 10), row(6, 10)]);
-        r.push(vec![row(3, 10)]);
+        r.push(fresh(vec![row(5, 10), row(6, 10)]));
+        r.push(fresh(vec![row(3, 10)]));
         assert!(r.take_from(5, 8).is_none());
         assert_eq!(seqs(&r.take_from(3, 8).unwrap().0), vec![3]);
     }
