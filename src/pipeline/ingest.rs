@@ -353,10 +353,11 @@ impl StreamHandle {
         }
     }
 
-    /// Records how a cycle ended (`error`: `None` for a success) and the state it leaves.
-    pub async fn end_cycle(&self, state: StreamState, error: Option<String>) {
+    /// Records how a cycle ended, or a problem seen during one (`error`: `None` for a success),
+    /// with the state it leaves, in one write.
+    pub async fn record_outcome(&self, state: StreamState, error: Option<String>) {
         let id = self.key.id.clone();
-        let _ = self.pipeline.blocking(move |s| s.end_stream_cycle(&id, &state, error.as_deref())).await;
+        let _ = self.pipeline.blocking(move |s| s.record_stream_outcome(&id, &state, error.as_deref())).await;
     }
 
     pub async fn error(&self, message: String) {

@@ -122,7 +122,7 @@ pub async fn run<S: Source>(mut source: S, handle: StreamHandle, pacing: Pacing,
             Outcome::Unavailable { needs: w } | Outcome::Retry { why: w, .. } | Outcome::Fatal(w) => Some(w.as_str()),
         };
         events::CycleEnded { stream: handle.key.labels(), state: &state, why, pause }.emit();
-        handle.end_cycle(state, why.map(str::to_string)).await;
+        handle.record_outcome(state, why.map(str::to_string)).await;
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.cancelled() => break,
@@ -175,8 +175,7 @@ async fn watch(
                 let Some(c) = calls else { continue };
                 let problem = c.problem(std::time::Instant::now(), super::calls::SLOW);
                 if let Some(p) = problem.filter(|p| shown.as_ref() != Some(&p.text)) {
-                    handle.set_state(StreamState::Retrying(p.text.clone())).await;
-                    handle.error(p.text.clone()).await;
+                    handle.record_outcome(StreamState::Retrying(p.text.clone()), Some(p.text.clone())).await;
                     events::StreamStateSet { stream: handle.key.labels(), state: "retrying" }.emit();
                     events::StreamProblem { stream: handle.key.labels(), problem: Some(p.kind) }.emit();
                     shown = Some(p.text);

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::blobs::{self, BlobListing};
 use super::cached::Cached;
-use super::recent::{Fresh, RecentRows};
+use super::recent::Fresh;
 use super::{Result, SpoolRow, Store, codec, now_ms};
 
 /// What a page moves forward once its records are safely spooled.
@@ -199,7 +199,7 @@ fn ingest_page(
         )?;
         out.spooled_bytes = stored.len() as u64;
         let seq = tx.last_insert_rowid();
-        let keep = RecentRows::keeps(data.len()).then(|| SpoolRow {
+        row = Some(Fresh::new(seq, data.len(), || SpoolRow {
             seq,
             tenant: p.page.tenant.clone(),
             source: p.page.source.clone(),
@@ -208,8 +208,7 @@ fn ingest_page(
             count: out.new_records as i64,
             data: std::sync::Arc::new(data),
             corrupt: None,
-        });
-        row = Some(Fresh { seq, row: keep });
+        }));
     }
     let (mut expired, mut refused) = (0i64, 0i64);
     match &p.page.checkpoint {

@@ -39,16 +39,19 @@ struct Inner {
 
 /// A spool row a transaction wrote: its `seq`, and the row itself when it is small enough to keep.
 pub(super) struct Fresh {
-    pub seq: i64,
-    pub row: Option<SpoolRow>,
+    seq: i64,
+    row: Option<SpoolRow>,
+}
+
+impl Fresh {
+    /// `row` builds the row to keep, for a row of `len` decompressed bytes; it is not called
+    /// (so nothing holds the buffer until the commit) for a row too big to keep.
+    pub(super) fn new(seq: i64, len: usize, row: impl FnOnce() -> SpoolRow) -> Fresh {
+        Fresh { seq, row: (len <= MAX_ROW).then(row) }
+    }
 }
 
 impl RecentRows {
-    /// Whether a row of `len` decompressed bytes would be kept.
-    pub(super) fn keeps(len: usize) -> bool {
-        len <= MAX_ROW
-    }
-
     /// Called with the rows of one transaction, right after it committed, under the writer lock.
     pub(super) fn push(&self, fresh: Vec<Fresh>) {
         let mut inner = self.lock();
@@ -60,7 +63,7 @@ impl RecentRows {
             }
             inner.newest = seq;
             // A row not kept leaves a gap: readers stop before it and read it from SQLite.
-            if let Some(row) = row.filter(|r| r.seq == seq && Self::keeps(r.data.len())) {
+            if let Some(row) = row {
                 inner.bytes += row.data.len();
                 inner.rows.push_back(row);
             }
@@ -120,7 +123,7 @@ mod tests {
     }
 
     fn fresh(rows: Vec<SpoolRow>) -> Vec<Fresh> {
-        rows.into_iter().map(|r| Fresh { seq: r.seq, row: Some(r) }).collect()
+        rows.into_iter().map(|r| Fresh::new(r.seq, r.data.len(), || r)).collect()
     }
 
     fn seqs(rows: &[SpoolRow]) -> Vec<i64> {

@@ -104,9 +104,10 @@ impl Store {
         })
     }
 
-    /// A cycle's end in one transaction: its outcome (`error`: `None` for a success) and the
-    /// state it leaves the stream in, so a reader never sees one without the other.
-    pub fn end_stream_cycle(&self, stream: &str, state: &StreamState, error: Option<&str>) -> Result<()> {
+    /// A cycle's outcome, or a problem seen during one (`error`: `None` for a success), and the
+    /// state it leaves the stream in, in one transaction: a reader never sees one without the
+    /// other.
+    pub fn record_stream_outcome(&self, stream: &str, state: &StreamState, error: Option<&str>) -> Result<()> {
         self.with_writer(|c| {
             let tx = c.transaction()?;
             match error {

@@ -302,17 +302,17 @@ fn a_group_commit_counts_each_stream_its_own_pages() {
 fn a_cycle_end_records_its_outcome_and_state_together() {
     let (_d, s) = open();
     let st = |s: &Store| s.stream_status().unwrap().remove(0);
-    s.end_stream_cycle("s", &StreamState::Running, None).unwrap();
+    s.record_stream_outcome("s", &StreamState::Running, None).unwrap();
     let ok = st(&s);
     assert_eq!(ok.state, StreamState::Running);
     assert!(ok.last_success_at.is_some() && ok.last_error.is_none());
     let retrying = StreamState::Retrying("HTTP 503".into());
-    s.end_stream_cycle("s", &retrying, Some("HTTP 503")).unwrap();
+    s.record_stream_outcome("s", &retrying, Some("HTTP 503")).unwrap();
     let failed = st(&s);
     assert_eq!(failed.state, retrying);
     assert_eq!((failed.last_success_at, failed.last_error.as_deref()), (ok.last_success_at, Some("HTTP 503")));
     assert!(failed.last_error_at.is_some());
-    s.end_stream_cycle("s", &StreamState::Running, None).unwrap();
+    s.record_stream_outcome("s", &StreamState::Running, None).unwrap();
     let again = st(&s);
     assert_eq!((again.state, again.last_error.as_deref()), (StreamState::Running, Some("HTTP 503")));
     assert!(again.last_success_at >= ok.last_success_at);
