@@ -85,6 +85,10 @@ impl BodyLimits {
     }
 }
 
+/// The most `CappedBody::expect` reserves on a server's word: a big page (500 records) fits,
+/// and a header that lies holds at most this per call in flight.
+const MAX_RESERVE: u64 = 1 << 20;
+
 /// Small bodies can legitimately compress very well (a page of nearly identical rows).
 const RATIO_GRACE: u64 = 1 << 20;
 
@@ -119,6 +123,18 @@ impl CappedBody {
     pub fn new(limit: BodyLimit, gzip: bool) -> CappedBody {
         let sink = || Capped { buf: Vec::new(), max: limit.max_bytes };
         CappedBody { limit, compressed: 0, gzip: gzip.then(|| flate2::write::GzDecoder::new(sink())), plain: sink() }
+    }
+
+    /// Makes room up front for a body the server says is `len` bytes, so a blob is not copied
+    /// again each time its buffer doubles. Only a hint: what arrives is still capped as it
+    /// comes, and a header that lies cannot make the daemon hold more than `MAX_RESERVE`.
+    pub fn expect(&mut self, len: u64) {
+        let room = len.min(self.limit.max_bytes).min(MAX_RESERVE) as usize;
+        match self.gzip.as_mut() {
+            None => self.plain.buf.reserve(room),
+            // Compressed bytes say little about the decoded size; the usual audit JSON ratio.
+            Some(dec) => dec.get_mut().buf.reserve(room.saturating_mul(8).min(MAX_RESERVE as usize)),
+        }
     }
 
     fn too_large(&self) -> BoundaryError {
@@ -190,6 +206,21 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_promised_length_reserves_room_within_bounds_and_the_caps_still_hold() {
+        let limit = BodyLimit { what: "blob", max_bytes: 100, max_ratio: 100 };
+        let mut b = CappedBody::new(limit, false);
+        b.expect(u64::MAX); // a header that lies
+        let cap = b.plain.buf.capacity();
+        assert!((100..1024).contains(&cap), "reserved up to the body cap only: {cap}");
+        assert!(b.push(&[b'x'; 100]).is_ok());
+        assert!(matches!(b.push(b"x"), Err(BoundaryError::TooLarge { limit: 100, .. })));
+        let mut big = CappedBody::new(BodyLimit { max_bytes: 1 << 40, ..limit }, true);
+        big.expect(u64::MAX);
+        let cap = big.gzip.as_ref().unwrap().get_ref().buf.capacity();
+        assert_eq!(cap, MAX_RESERVE as usize, "never more than MAX_RESERVE on a server's word");
     }
 
     #[test]

@@ -111,6 +111,11 @@ impl Caller {
         self.send(method, url, extra_headers, limit, None).await
     }
 
+    /// A call to a URL the client already parsed (and built on), so it is not parsed again.
+    pub async fn call_url(&self, method: Method, url: reqwest::Url, limit: BodyLimit) -> Result<Reply, ApiError> {
+        self.send_to(method, url, &[], limit, None).await
+    }
+
     /// A POST with a JSON body (other POSTs send `{}`).
     pub async fn post_json(&self, url: &str, body: &str) -> Result<Reply, ApiError> {
         self.send(Method::POST, url, &[], self.limit, Some(body)).await
@@ -128,6 +133,17 @@ impl Caller {
             code: "bad-url".into(),
             message: format!("Microsoft returned an unusable URL: {e}"),
         })?;
+        self.send_to(method, parsed, extra_headers, limit, body).await
+    }
+
+    async fn send_to(
+        &self,
+        method: Method,
+        parsed: reqwest::Url,
+        extra_headers: &[(&str, &str)],
+        limit: BodyLimit,
+        body: Option<&str>,
+    ) -> Result<Reply, ApiError> {
         if let Err(e) = self.origin.admits(&parsed) {
             events::ApiRefused { tenant: self.auth.tenant(), api: self.api, error: &e, link: true }.emit();
             return Err(e.into());
@@ -224,6 +240,9 @@ impl Caller {
             }
         };
         let mut body = CappedBody::new(limit, gzip);
+        if let Some(len) = resp.content_length() {
+            body.expect(len);
+        }
         let refused = |e: BoundaryError| {
             events::ApiRefused { tenant: self.auth.tenant(), api: self.api, error: &e, link: false }.emit();
             ApiError::Boundary(e)

@@ -88,6 +88,9 @@ fn parse_in_two_passes(body: &[u8]) -> Result<ParsedBlob, ParseError> {
 /// small blob's parse time. Anything unusual (a record that is not such an object, bad JSON
 /// anywhere) returns `None`, and `parse_in_two_passes` decides.
 fn parse_in_one_pass(body: &[u8]) -> Option<ParsedBlob> {
+    // UTF-8 checked once for the whole blob: each record's text is then a slice of it, and
+    // serde's `str` reader does not check each string it borrows again.
+    let all = std::str::from_utf8(body).ok()?;
     let skip_ws = |mut i: usize| {
         while body.get(i).is_some_and(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
             i += 1;
@@ -107,11 +110,15 @@ fn parse_in_one_pass(body: &[u8]) -> Option<ParsedBlob> {
         if body.get(pos) != Some(&b'{') {
             return None;
         }
-        let mut reader = serde_json::Deserializer::from_slice(&body[pos..]).into_iter::<Head<'_>>();
+        let mut reader = serde_json::Deserializer::from_str(all.get(pos..)?).into_iter::<Head<'_>>();
         let head = reader.next()?.ok()?;
         let end = pos + reader.byte_offset();
-        let text = std::str::from_utf8(&body[pos..end]).ok()?;
-        out.push_head(head, text, pos..end);
+        out.push_head(head, all.get(pos..end)?, pos..end);
+        if out.records.len() == 1 {
+            // Room for as many records as the first one's size suggests (not a doubling every
+            // few), within reason: a tiny first record must not reserve for thousands.
+            out.records.reserve((body.len() / (end - pos).max(1)).min(1024));
+        }
         pos = skip_ws(end);
         match body.get(pos) {
             Some(b',') => pos = skip_ws(pos + 1),

@@ -37,6 +37,11 @@ pub fn encode_into(buf: &mut Vec<u8>, id: &str, event_time_ms: i64, raw: &[u8]) 
     encode_with(buf, id, event_time_ms, raw, None);
 }
 
+/// Bytes `encode_with` adds for one record.
+pub fn frame_len(id: &str, raw_len: usize, envelope: Option<&str>) -> usize {
+    4 + id.len() + envelope.map_or(0, |e| 4 + e.len()) + 8 + 4 + raw_len
+}
+
 pub fn encode_with(buf: &mut Vec<u8>, id: &str, event_time_ms: i64, raw: &[u8], envelope: Option<&[u8]>) {
     let flag = if envelope.is_some() { HAS_ENVELOPE } else { 0 };
     buf.extend_from_slice(&(id.len() as u32 | flag).to_le_bytes());
@@ -126,6 +131,16 @@ mod tests {
         assert_eq!(&buf[recs[1].id.clone()], b"new");
         assert_eq!(&buf[recs[1].envelope.clone().unwrap()], br#"{"operation":"Send"}"#);
         assert_eq!((&buf[recs[1].raw.clone()], recs[1].event_time_ms), (&br#"{"Id":"new"}"#[..], 2));
+    }
+
+    #[test]
+    fn frame_len_is_what_a_frame_takes() {
+        let mut buf = Vec::new();
+        encode_with(&mut buf, "id-1", 7, br#"{"Id":"id-1"}"#, None);
+        assert_eq!(buf.len(), frame_len("id-1", 13, None));
+        let before = buf.len();
+        encode_with(&mut buf, "", 0, b"{}", Some(br#"{"op":"x"}"#));
+        assert_eq!(buf.len() - before, frame_len("", 2, Some(r#"{"op":"x"}"#)));
     }
 
     #[test]

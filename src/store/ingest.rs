@@ -149,7 +149,11 @@ fn ingest_page(
 ) -> rusqlite::Result<(IngestOutcome, Counters, Option<Fresh>)> {
     let (seen_ttl_ms, records_without_id) = (p.seen_ttl_ms, p.records_without_id);
     let mut out = IngestOutcome::default();
-    let mut data = Vec::new();
+    // Sized once for every record of the page (a duplicate only leaves room unused): grown
+    // by doubling, the buffer was copied several times a page, about 1% of the daemon's CPU.
+    let framed: usize =
+        p.page.records.iter().map(|r| codec::frame_len(&r.id, r.raw.len(), r.envelope.as_deref())).sum();
+    let mut data = Vec::with_capacity(framed);
     {
         let mut seen = Seen::new(tx, now + seen_ttl_ms, legacy)?;
         let mut mailbox = tx.prepare_cached(

@@ -105,16 +105,16 @@ impl ManagementClient {
 
     pub async fn fetch_blob(&self, content_uri: &str) -> Result<Vec<u8>, ApiError> {
         let url = self.with_publisher(content_uri)?;
-        Ok(self.caller.call_limited(Method::GET, &url, &[], self.blob_limit).await?.body)
+        Ok(self.caller.call_url(Method::GET, url, self.blob_limit).await?.body)
     }
 
     async fn call(&self, method: Method, url: &str) -> Result<crate::sources::caller::Reply, ApiError> {
         let url = self.with_publisher(url)?;
-        self.caller.call(method, &url, &[]).await
+        self.caller.call_url(method, url, self.caller.limit).await
     }
 
     /// Adds `PublisherIdentifier` unless the URL (e.g. a NextPageUri) already carries it.
-    fn with_publisher(&self, url: &str) -> Result<String, ApiError> {
+    fn with_publisher(&self, url: &str) -> Result<Url, ApiError> {
         let mut u = Url::parse(url).map_err(|e| ApiError::Fatal {
             code: "bad-url".into(),
             message: format!("Microsoft returned an unusable URL {url:?}: {e}"),
@@ -122,6 +122,6 @@ impl ManagementClient {
         if !u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("PublisherIdentifier")) {
             u.query_pairs_mut().append_pair("PublisherIdentifier", &self.publisher);
         }
-        Ok(u.to_string())
+        Ok(u)
     }
 }
