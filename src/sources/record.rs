@@ -113,12 +113,12 @@ fn parse_in_one_pass(body: &[u8]) -> Option<ParsedBlob> {
         let mut reader = serde_json::Deserializer::from_str(all.get(pos..)?).into_iter::<Head<'_>>();
         let head = reader.next()?.ok()?;
         let end = pos + reader.byte_offset();
-        out.push_head(head, all.get(pos..end)?, pos..end);
-        if out.records.len() == 1 {
+        if out.records.is_empty() {
             // Room for as many records as the first one's size suggests (not a doubling every
             // few), within reason: a tiny first record must not reserve for thousands.
             out.records.reserve((body.len() / (end - pos).max(1)).min(1024));
         }
+        out.push_head(head, all.get(pos..end)?, pos..end);
         pos = skip_ws(end);
         match body.get(pos) {
             Some(b',') => pos = skip_ws(pos + 1),
