@@ -203,14 +203,19 @@ fn ingest_page(
         )?;
         out.spooled_bytes = stored.len() as u64;
         let seq = tx.last_insert_rowid();
-        row = Some(Fresh::new(seq, data.len(), || SpoolRow {
+        row = Some(Fresh::new(seq, data.len(), move || SpoolRow {
             seq,
             tenant: p.page.tenant.clone(),
             source: p.page.source.clone(),
             name: p.page.name.clone(),
             collected_at: now,
             count: out.new_records as i64,
-            data: std::sync::Arc::new(data),
+            // Sized for every record of the page: a page of mostly duplicates must not keep
+            // its whole size in memory behind a few new records (the budget counts lengths).
+            data: std::sync::Arc::new({
+                data.shrink_to_fit();
+                data
+            }),
             corrupt: None,
         }));
     }

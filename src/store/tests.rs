@@ -318,6 +318,18 @@ fn a_cycle_end_records_its_outcome_and_state_together() {
     assert!(again.last_success_at >= ok.last_success_at);
 }
 
+/// A page of mostly duplicates keeps in memory only the room its new records take.
+#[test]
+fn a_row_kept_in_memory_holds_only_its_new_records() {
+    let (_d, s) = open();
+    s.ingest(&page("s", &["a", "b", "c"], Checkpoint::Cursor("c1".into())), TTL, 0).unwrap();
+    s.ingest(&page("s", &["a", "b", "c", "d"], Checkpoint::Cursor("c2".into())), TTL, 0).unwrap();
+    let stored = s.spool_reader().unwrap().read_from(0, 10).unwrap();
+    let (kept, _) = s.recent_rows().take_from(stored[1].seq, 10).expect("the row just committed");
+    assert_eq!(kept[0].count, 1);
+    assert_eq!(kept[0].data.capacity(), kept[0].data.len(), "no room left for the duplicates");
+}
+
 #[test]
 fn rows_kept_in_memory_are_the_committed_spool_rows_and_go_with_a_forgotten_tenant() {
     let (_d, s) = open();
