@@ -19,8 +19,10 @@ pub fn run(path: &std::path::Path) -> ExitCode {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let rt = crate::cli::runtime();
+    let rt = crate::cli::daemon_runtime(settings.tenants.len());
     rt.block_on(async move {
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::debug!(workers, tenants = settings.tenants.len(), "async workers");
         // Counters count from the start, whether or not anyone scrapes them.
         if let Err(e) = crate::telemetry::server::install_recorder() {
             tracing::error!("{e}");
@@ -77,6 +79,15 @@ fn spawn_signal_handler(
                         Ok(Ok((settings, warnings))) => {
                             for w in warnings {
                                 tracing::warn!("{w}");
+                            }
+                            let (wanted, workers) = (
+                                crate::cli::daemon_workers(settings.tenants.len()),
+                                tokio::runtime::Handle::current().metrics().num_workers(),
+                            );
+                            if wanted > workers && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+                                tracing::warn!(tenants = settings.tenants.len(), workers, wanted,
+                                    "the daemon started with fewer async workers than these tenants would get; \
+                                     they are all collected, and a restart lets them use more cores");
                             }
                             let _ = reloader.send(settings);
                         }

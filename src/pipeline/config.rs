@@ -45,7 +45,10 @@ pub fn validate(is: &mut Issues, raw: &SpoolConfig) -> SpoolSettings {
         max_bytes: raw.max_bytes.unwrap_or(10 << 30),
         max_age: raw.max_age.unwrap_or(30 * DAY),
         seen_ttl: raw.seen_ttl.unwrap_or(8 * DAY),
-        prune_interval: raw.prune_interval.unwrap_or(Duration::from_secs(60)),
+        // Each pass reads every dedupe key (8 days of them) to find the expired ones: every
+        // minute, that grew with the tenant's size for nothing, as a key expires days after
+        // it was written. Kept an hour longer, an expired key only dedupes an hour longer.
+        prune_interval: raw.prune_interval.unwrap_or(Duration::from_secs(3600)),
         min_free_bytes: raw.min_free_bytes.unwrap_or(64 << 20),
         max_dead_letter_bytes: raw.max_dead_letter_bytes.unwrap_or(1 << 30),
     };

@@ -101,7 +101,7 @@ impl Sink for FileSink {
         let envelope = self.settings.envelope;
         let mut line = std::mem::take(&mut self.line);
         let files = &mut self.files;
-        let res: std::io::Result<()> = (|| {
+        let res: std::io::Result<()> = off_worker(|| {
             // The records of one spool row share their `meta`, so they go to one file: it is
             // looked up once per row. Cloning and hashing its key for every record was about
             // 1% of the daemon's CPU on small blobs.
@@ -131,7 +131,7 @@ impl Sink for FileSink {
                 }
             }
             Ok(())
-        })();
+        });
         self.line = line;
         if let Err(e) = res {
             // Drop every handle: the next attempt reopens from the paths and trims any torn line.
@@ -178,6 +178,44 @@ mod tests {
             .collect()
     }
 
+    /// A daemon of few tenants has one async worker: a batch whose write or sync is stuck
+    /// leaves it free, so a timer on it still fires. Run in place, the write would hold the
+    /// worker and the timer would not fire until it ends.
+    #[test]
+    fn a_stuck_write_leaves_the_only_worker_free() {
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        rt.block_on(async {
+            let ticks = Arc::new(AtomicU32::new(0));
+            let t = ticks.clone();
+            let ticker = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    t.fetch_add(1, Relaxed);
+                }
+            });
+            let (started_tx, started) = std::sync::mpsc::channel::<()>();
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let stuck = tokio::spawn(async move {
+                off_worker(|| {
+                    started_tx.send(()).unwrap();
+                    released.recv().unwrap()
+                })
+            });
+            started.recv_timeout(std::time::Duration::from_secs(10)).expect("the write started");
+            let at_start = ticks.load(Relaxed);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while ticks.load(Relaxed) < at_start + 3 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let during = ticks.load(Relaxed) - at_start;
+            release.send(()).unwrap();
+            stuck.await.unwrap();
+            ticker.abort();
+            assert!(during >= 3, "the worker's timer fired {during} times while a write was stuck");
+        });
+    }
+
     /// Rows of two streams interleaved, and two rows of one stream with their own `meta`: each
     /// record lands in its own stream's file, in batch order.
     #[tokio::test]
@@ -204,5 +242,16 @@ mod tests {
         };
         assert_eq!(ids("A"), ["a1", "a2", "a3"]);
         assert_eq!(ids("B"), ["b1", "b2", "b3"]);
+    }
+}
+
+/// Runs the writes and syncs of a batch outside the async workers' turn: a sync can take long
+/// on a busy disk, and a daemon of few tenants has a single worker (`cli::daemon_runtime`),
+/// whose timers and connections would wait for it. On a current-thread runtime (unit tests)
+/// it runs in place, as `block_in_place` is not allowed there.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
