@@ -132,7 +132,8 @@ pub async fn notify_systemd(health: Arc<DaemonHealth>, stop: tokio_util::sync::C
     let keepalive = sd_notify::watchdog_enabled().map(|d| d / 2);
     let tick = keepalive.unwrap_or(Duration::from_secs(10)).min(Duration::from_secs(10));
     let mut last_status = String::new();
-    let mut last_status_at = tokio::time::Instant::now() - Duration::from_secs(60);
+    let mut last_status_at =
+        tokio::time::Instant::now().checked_sub(Duration::from_secs(60)).unwrap_or_else(tokio::time::Instant::now);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -82,7 +82,7 @@ impl Forwarder {
         let mut next_read = seq;
         let mut wake = self.pipeline.subscribe_spooled();
         let mut lingering_since: Option<Instant> = None;
-        let mut last_dead_letter_poll = Instant::now() - DEAD_LETTER_POLL;
+        let mut last_dead_letter_poll = Instant::now().checked_sub(DEAD_LETTER_POLL).unwrap_or_else(Instant::now);
         // The last read reached the end of the spool and all of it went out: nothing to read
         // until an ingest says so.
         let mut caught_up = false;

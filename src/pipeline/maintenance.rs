@@ -14,20 +14,23 @@ use crate::telemetry::events;
 /// Runs until the forwarders start draining (they may still prune what they deliver last; the
 /// next start does that).
 pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
-    let mut last_seen_prune = Instant::now();
+    // Deadlines and checked subtractions, never `now - d`: an Instant cannot go below the
+    // machine's boot, and a daemon started with the machine has seconds of uptime behind it
+    // (`now - d` panicked there).
+    let mut next_seen_prune = Instant::now() + first_seen_prune(pipeline.spool.prune_interval);
     let mut last = (SpoolSize::default(), Usage::default());
-    let mut last_positions = Instant::now() - POSITIONS_EVERY;
+    let mut last_positions = Instant::now().checked_sub(POSITIONS_EVERY).unwrap_or_else(Instant::now);
     let mut last_checkpoint = Instant::now();
-    let mut last_measure = Instant::now() - MEASURE_EVERY;
-    let mut last_spool_prune = Instant::now() - PRUNE_SPOOL_EVERY;
+    let mut last_measure = Instant::now().checked_sub(MEASURE_EVERY).unwrap_or_else(Instant::now);
+    let mut last_spool_prune = Instant::now().checked_sub(PRUNE_SPOOL_EVERY).unwrap_or_else(Instant::now);
     loop {
         tokio::select! {
             _ = shutdown.draining() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        let seen_due = last_seen_prune.elapsed() >= pipeline.spool.prune_interval;
+        let seen_due = Instant::now() >= next_seen_prune;
         if seen_due {
-            last_seen_prune = Instant::now();
+            next_seen_prune = Instant::now() + pipeline.spool.prune_interval;
         }
         let checkpoint_due = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
         if checkpoint_due {
@@ -80,6 +83,13 @@ pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
             positions(&pipeline).await;
         }
     }
+}
+
+/// How long after a start the first pass over `seen` comes: the interval, but at most 5
+/// minutes. Counted from the start alone, a daemon restarted more often than the interval
+/// (an hour by default) would never prune, and its dedupe keys would fill the state.
+fn first_seen_prune(interval: Duration) -> Duration {
+    interval.min(Duration::from_secs(300))
 }
 
 /// How often delivered spool rows are deleted while the gate is open. Each prune is a
@@ -182,4 +192,17 @@ async fn gate(p: &Arc<Pipeline>, last: &mut (SpoolSize, Usage)) {
         Decision::Keep => {}
     }
     p.persist_pause_flag();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A daemon restarted every half hour still prunes `seen` with the hourly default; a
+    /// shorter interval is not delayed.
+    #[test]
+    fn the_first_pass_over_seen_comes_within_minutes_of_a_start() {
+        assert_eq!(super::first_seen_prune(Duration::from_secs(3600)), Duration::from_secs(300));
+        assert_eq!(super::first_seen_prune(Duration::from_secs(60)), Duration::from_secs(60));
+    }
 }
