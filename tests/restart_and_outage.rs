@@ -21,7 +21,13 @@ async fn stop_mid_backfill_and_start_again_loses_and_doubles_nothing() {
         latency: Duration::from_millis(5),
         ..Scenario::default()
     };
-    let extras = ConfigExtras { management: "fetch_concurrency = 2".into(), ..ConfigExtras::default() };
+    // Delivered in small steps, so the stop comes with part of it delivered: the file sink's
+    // default linger (5 s) would hold the first records until most of the history is in.
+    let extras = ConfigExtras {
+        management: "fetch_concurrency = 2".into(),
+        sink: "batch = { linger = \"200ms\" }".into(),
+        ..ConfigExtras::default()
+    };
     let h = Harness::new(scenario, extras).await;
     let total = h.sim.tenant.truth().ids.len();
 

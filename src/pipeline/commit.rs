@@ -71,6 +71,8 @@ struct Queue {
     committing: bool,
     /// The task ended (the pipeline was dropped, or it panicked): nothing more is written.
     closed: bool,
+    /// When the last page was handed over.
+    last_page: Option<tokio::time::Instant>,
 }
 
 impl Queue {
@@ -160,6 +162,7 @@ impl Committer {
             }
             let first = q.jobs.is_empty();
             q.jobs.push(job);
+            q.last_page = Some(tokio::time::Instant::now());
             q.records += records;
             q.bytes += bytes;
             first || q.due()
@@ -193,6 +196,13 @@ impl Committer {
             Some(s) => self.take_failure(s),
             None => Ok(()),
         }
+    }
+
+    /// Whether more pages are on their way to the spool: some wait to be committed, or one was
+    /// handed over within `recent`. A source between polls hands nothing over.
+    pub(super) fn pages_coming(&self, recent: Duration) -> bool {
+        let q = self.shared.queue();
+        !q.jobs.is_empty() || q.committing || q.last_page.is_some_and(|t| t.elapsed() < recent)
     }
 
     fn failures(&self) -> MutexGuard<'_, Failures> {

@@ -19,6 +19,11 @@ use crate::telemetry::events;
 
 /// Rows read from the spool per query; small, so memory stays bounded by the batch limits.
 const ROWS_PER_READ: usize = 8;
+/// A lingering partial batch goes out once no page has been handed to ingest for this long
+/// and none waits to be committed: the sources are between polls, and no company is coming.
+/// Longer than the pacer's gap between groups of calls (a third of a second at the default
+/// quota), so a tenant trickling blobs keeps its whole linger.
+const QUIET: Duration = Duration::from_millis(500);
 /// How often an idle forwarder looks for dead letters an operator asked to retry.
 const DEAD_LETTER_POLL: Duration = Duration::from_secs(5);
 
@@ -136,7 +141,10 @@ impl Forwarder {
             }
 
             // A partial batch (by count and by bytes) at the end of the spool waits up to `linger`
-            // for company, unless we are draining.
+            // for company, while company is coming: on a trickle, that is one sync and one offset
+            // commit per linger instead of one per blob. Once the sources are between polls
+            // (`QUIET`), waiting saves nothing and only delays the end of a burst. Not while
+            // draining.
             let partial = at_end
                 && buffered < max_records
                 && buffer.iter().flat_map(|r| r.records.iter()).map(|(_, x)| x.raw.len() as u64).sum::<u64>()
@@ -144,11 +152,11 @@ impl Forwarder {
             if buffered > 0 && partial && !linger.is_zero() && !shutdown.is_draining() {
                 let since = *lingering_since.get_or_insert_with(Instant::now);
                 let left = linger.saturating_sub(since.elapsed());
-                if !left.is_zero() {
+                if !left.is_zero() && self.pipeline.committer.pages_coming(QUIET) {
                     // Not woken by each new spool row: on a trickle of small blobs that was a
-                    // spool read per blob. What arrives meanwhile is read once, when it ends.
+                    // spool read per blob. What arrives meanwhile is read once, after the wait.
                     tokio::select! {
-                        _ = tokio::time::sleep(left) => {}
+                        _ = tokio::time::sleep(left.min(QUIET)) => {}
                         _ = shutdown.draining() => {}
                     }
                     continue;

@@ -250,3 +250,70 @@ async fn a_forwarder_behind_the_rows_kept_in_memory_reads_the_spool_then_takes_t
     assert_eq!(got, [early.concat(), late.concat()].concat(), "every record once, in spool order");
     assert_eq!(store.backlogs().unwrap()[0].delivered_total, 35 * 50);
 }
+
+/// Remembers when each batch came and how many records it held.
+struct Timed {
+    sends: Arc<Mutex<Vec<(std::time::Instant, usize)>>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for Timed {
+    async fn send(&mut self, batch: &Batch, _: &mut Accepted) -> Result<(), SinkError> {
+        self.sends.lock().unwrap().push((std::time::Instant::now(), batch.records.len()));
+        Ok(())
+    }
+}
+
+/// A partial batch waits out its linger while pages keep coming (a trickle of blobs), and goes
+/// once nothing is on its way (the end of a burst, a backlog after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_batch_lingers_only_while_pages_keep_coming() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    store.ensure_sinks(&["s".to_string()]).unwrap();
+    let pipeline = Pipeline::new(store.clone(), settings());
+    let h = stream(&pipeline, "Audit.Exchange").await;
+    // One full batch of 7 and 3 more, and nothing after them.
+    page(&h, &ids("a", 10)).await;
+    pipeline.flush().await;
+    let sends = Arc::new(Mutex::new(Vec::new()));
+    let linger = Duration::from_secs(60);
+    let sink = BuiltSink {
+        common: CommonSinkSettings {
+            name: "s".into(),
+            filter: SinkFilter::default(),
+            batch_records: 7,
+            batch_bytes: 1 << 20,
+            linger,
+        },
+        sink: Box::new(Timed { sends: sends.clone() }),
+    };
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(Forwarder::new(pipeline.clone(), sink).run(shutdown.clone()));
+    let start = std::time::Instant::now();
+    let count = || sends.lock().unwrap().iter().map(|(_, n)| n).sum::<usize>();
+    while count() < 10 {
+        assert!(start.elapsed() < linger / 2, "the end of a burst waited out the linger: {:?}", sends.lock());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A trickle: a page of one record every 250 ms, for longer than a commit's linger (1 s),
+    // so the first of them are in the spool well before the last is handed over. They wait for
+    // each other and go together once the last one is in (well before the 60 s linger).
+    let before = sends.lock().unwrap().len();
+    let mut last = std::time::Instant::now();
+    for i in 0..6 {
+        page(&h, &ids(&format!("b{i:02}"), 1)).await;
+        last = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    while count() < 16 {
+        assert!(start.elapsed() < linger / 2, "the trickle was not delivered: {:?}", sends.lock());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let trickle: Vec<(std::time::Instant, usize)> = sends.lock().unwrap()[before..].to_vec();
+    assert!(trickle[0].0 > last, "the trickle's first batch went before its last page: {trickle:?}");
+    assert!(trickle.len() <= 2, "one batch (two if a commit straddled the check): {trickle:?}");
+    shutdown.begin_drain(Duration::from_secs(10));
+    task.await.unwrap();
+    assert_eq!(store.backlogs().unwrap()[0].delivered_total, 16);
+}

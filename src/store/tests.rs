@@ -384,3 +384,31 @@ fn positions_carry_what_lag_and_headroom_need_without_counting_the_ledger() {
     assert_eq!(pos.headroom_ms(1_000), Some(4_000), "the pending blob's expiry");
     assert!(pos.lag_ms(1_800_000_000_000).is_some());
 }
+
+/// A stream far behind (a long outage) has thousands of blobs listed. Its earliest pending
+/// expiry, read every 10 s under the writer lock, must be one index lookup, not a scan of them.
+#[test]
+fn the_earliest_pending_expiry_is_one_index_lookup() {
+    let (_d, s) = open();
+    let blobs: Vec<BlobListing> = (0..2_000)
+        .map(|i| BlobListing {
+            content_id: format!("b{i}"),
+            content_uri: format!("https://x/b{i}"),
+            content_created: "2026-11-21T00:00:00.000Z".into(),
+            content_expiration_ms: Some(1_000_000 - i),
+        })
+        .collect();
+    s.ingest(&page("s", &[], Checkpoint::BlobsListed { blobs, watermark: None }), TTL, 0).unwrap();
+    assert_eq!(s.stream_positions().unwrap()[0].headroom_ms(0), Some(1_000_000 - 1_999));
+    let steps = s
+        .with_writer(|c| {
+            let mut q =
+                c.prepare("SELECT MIN(content_expiration_ms) FROM blobs WHERE stream = 's' AND state = 'listed'")?;
+            let earliest: Option<i64> = q.query_row([], |r| r.get(0))?;
+            assert_eq!(earliest, Some(1_000_000 - 1_999));
+            Ok(q.get_status(rusqlite::StatementStatus::VmStep))
+        })
+        .unwrap();
+    // A scan steps at least once per listed blob.
+    assert!(steps < 100, "{steps} VM steps for the earliest expiry of 2,000 listed blobs");
+}

@@ -148,6 +148,17 @@ impl Sink for FileSink {
     }
 }
 
+/// Runs the writes and syncs of a batch outside the async workers' turn: a sync can take long
+/// on a busy disk, and a daemon of few tenants has a single worker (`cli::daemon_runtime`),
+/// whose timers and connections would wait for it. On a current-thread runtime (unit tests)
+/// it runs in place, as `block_in_place` is not allowed there.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -242,16 +253,5 @@ mod tests {
         };
         assert_eq!(ids("A"), ["a1", "a2", "a3"]);
         assert_eq!(ids("B"), ["b1", "b2", "b3"]);
-    }
-}
-
-/// Runs the writes and syncs of a batch outside the async workers' turn: a sync can take long
-/// on a busy disk, and a daemon of few tenants has a single worker (`cli::daemon_runtime`),
-/// whose timers and connections would wait for it. On a current-thread runtime (unit tests)
-/// it runs in place, as `block_in_place` is not allowed there.
-fn off_worker<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
