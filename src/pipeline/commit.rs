@@ -198,11 +198,17 @@ impl Committer {
         }
     }
 
-    /// Whether more pages are on their way to the spool: some wait to be committed, or one was
-    /// handed over within `recent`. A source between polls hands nothing over.
-    pub(super) fn pages_coming(&self, recent: Duration) -> bool {
+    /// Until when more pages may be on their way to the spool: `quiet` after the last one was
+    /// handed over, or, while some wait to be committed, `quiet` from now (ask again after
+    /// their commit). `None` once the sources have handed nothing over for `quiet` and nothing
+    /// waits: they are between polls.
+    pub(super) fn pages_coming_until(&self, quiet: Duration) -> Option<tokio::time::Instant> {
         let q = self.shared.queue();
-        !q.jobs.is_empty() || q.committing || q.last_page.is_some_and(|t| t.elapsed() < recent)
+        let now = tokio::time::Instant::now();
+        if !q.jobs.is_empty() || q.committing {
+            return Some(now + quiet);
+        }
+        q.last_page.map(|t| t + quiet).filter(|t| *t > now)
     }
 
     fn failures(&self) -> MutexGuard<'_, Failures> {

@@ -152,11 +152,14 @@ impl Forwarder {
             if buffered > 0 && partial && !linger.is_zero() && !shutdown.is_draining() {
                 let since = *lingering_since.get_or_insert_with(Instant::now);
                 let left = linger.saturating_sub(since.elapsed());
-                if !left.is_zero() && self.pipeline.committer.pages_coming(QUIET) {
-                    // Not woken by each new spool row: on a trickle of small blobs that was a
-                    // spool read per blob. What arrives meanwhile is read once, after the wait.
+                if !left.is_zero()
+                    && let Some(until) = self.pipeline.committer.pages_coming_until(QUIET)
+                {
+                    // Woken by a commit (at most about one a second on a trickle: the group
+                    // commit's linger), which may fill the batch or have been the last.
                     tokio::select! {
-                        _ = tokio::time::sleep(left.min(QUIET)) => {}
+                        _ = tokio::time::sleep_until(until.min(tokio::time::Instant::now() + left)) => {}
+                        _ = wake.changed() => {}
                         _ = shutdown.draining() => {}
                     }
                     continue;
