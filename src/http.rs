@@ -127,13 +127,28 @@ pub struct Clients {
     pub api: reqwest::Client,
     /// The managed identity endpoint (IMDS at 169.254.169.254, or the App Service / Arc one
     /// on localhost): a link-local or local address that no proxy can reach, so never proxied.
-    pub identity: reqwest::Client,
+    /// Built on first use: each client loads and parses the system's CA certificates, a few
+    /// milliseconds of CPU that a daemon without a managed identity need not spend.
+    identity: std::sync::Arc<(HttpSettings, std::sync::OnceLock<reqwest::Client>)>,
+}
+
+impl Clients {
+    /// The client for the managed identity endpoint (see the field).
+    pub fn identity(&self) -> Result<reqwest::Client, HttpSetupError> {
+        let (settings, client) = &*self.identity;
+        if let Some(c) = client.get() {
+            return Ok(c.clone());
+        }
+        let built = builder(settings)?.no_proxy().build().map_err(|e| HttpSetupError::Build(e.to_string()))?;
+        // Two first uses at once may both build; either client serves.
+        Ok(client.get_or_init(|| built).clone())
+    }
 }
 
 pub fn clients(settings: &HttpSettings) -> Result<Clients, HttpSetupError> {
     Ok(Clients {
         api: client(settings)?,
-        identity: builder(settings)?.no_proxy().build().map_err(|e| HttpSetupError::Build(e.to_string()))?,
+        identity: std::sync::Arc::new((settings.clone(), std::sync::OnceLock::new())),
     })
 }
 

@@ -102,10 +102,11 @@ pub fn build(
         tenant: s.name.clone(),
         message: redact(&message, secret.unwrap_or_default()),
     };
-    let http = http.map(|c| match s.credential {
-        Credential::ManagedIdentity(_) => &c.identity,
-        _ => &c.api,
-    });
+    let http = match (http, &s.credential) {
+        (Some(c), Credential::ManagedIdentity(_)) => Some(c.identity().map_err(|e| setup(e.to_string()))?),
+        (Some(c), _) => Some(c.api.clone()),
+        (None, _) => None,
+    };
     #[allow(clippy::field_reassign_with_default)] // azure's option structs are #[non_exhaustive]
     let client_options = {
         let mut o = ClientOptions::default();
@@ -116,7 +117,7 @@ pub fn build(
         }
         // The daemon's client: its CA bundle, timeouts and proxy also serve identity calls.
         if let Some(http) = http {
-            o.transport = Some(Transport::new(Arc::new(http.clone())));
+            o.transport = Some(Transport::new(Arc::new(http)));
         }
         o
     };

@@ -318,17 +318,32 @@ async fn commit(p: &Arc<Pipeline>, jobs: Vec<Job>) {
             if outs.iter().any(|o| o.new_records > 0) {
                 p.spooled();
             }
+            // Counted once per stream and commit, not per page: each emit looks its counters
+            // up by label, and a commit of small blobs holds dozens of pages of a few streams.
+            let mut counted: Vec<events::RecordsIngested<'_>> = Vec::new();
             for (j, out) in jobs.iter().zip(&outs) {
                 p.throttled_mailboxes(&j.key.tenant, &out.throttled);
-                events::RecordsIngested {
-                    stream: j.key.labels(),
-                    received: j.page.records.len(),
-                    new: out.new_records,
-                    duplicates: out.duplicates,
-                    updates: out.updates,
-                }
-                .emit();
+                let i = match counted.iter().position(|c| c.stream.id == j.key.id) {
+                    Some(i) => i,
+                    None => {
+                        let zero = events::RecordsIngested {
+                            stream: j.key.labels(),
+                            received: 0,
+                            new: 0,
+                            duplicates: 0,
+                            updates: 0,
+                        };
+                        counted.push(zero);
+                        counted.len() - 1
+                    }
+                };
+                let c = &mut counted[i];
+                c.received += j.page.records.len();
+                c.new += out.new_records;
+                c.duplicates += out.duplicates;
+                c.updates += out.updates;
             }
+            counted.iter().for_each(events::RecordsIngested::emit);
         }
         Err(e) => {
             let e = Arc::new(e);

@@ -94,6 +94,8 @@ pub struct Caller {
     pub api: &'static str,
     /// Shared by the client's callers: how its calls go right now, for `status`.
     pub health: Arc<super::calls::CallHealth>,
+    /// This caller's answer counters (`ApiAnswered`).
+    pub answers: events::ApiAnswers,
 }
 
 impl Caller {
@@ -211,10 +213,10 @@ impl Caller {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.unwrap_or("{}").to_string());
         }
         let resp = req.send().await.map_err(|e| {
-            events::ApiAnswered { tenant: self.auth.tenant(), api: self.api, status: None }.emit();
+            self.answered(None);
             ApiError::Transient(format!("request failed: {}", crate::http::error_chain(&e.without_url())))
         })?;
-        events::ApiAnswered { tenant: self.auth.tenant(), api: self.api, status: Some(resp.status().as_u16()) }.emit();
+        self.answered(Some(resp.status().as_u16()));
         if let Some(d) = resp.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok()) {
             self.clock.observe(d);
         }
@@ -226,6 +228,10 @@ impl Caller {
         } else {
             Err((self.classify)(status.as_u16(), &body, retry_after(&headers)))
         }
+    }
+
+    fn answered(&self, status: Option<u16>) {
+        events::ApiAnswered { tenant: self.auth.tenant(), api: self.api, status, counters: &self.answers }.emit();
     }
 
     /// Reads the body chunk by chunk under `limit`; a body over it is refused, never buffered whole.

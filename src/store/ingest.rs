@@ -97,8 +97,9 @@ impl Store {
             // commit of many small blobs costs one counter update per stream in it.
             let mut counters: Vec<(&str, Counters)> = Vec::new();
             let mut spooled = Vec::new();
+            let mut scratch = Vec::new();
             for p in pages {
-                let (out, c, row) = ingest_page(&tx, p, now, legacy)?;
+                let (out, c, row) = ingest_page(&tx, p, now, legacy, &mut scratch)?;
                 spooled.extend(row);
                 match counters.iter_mut().find(|(s, _)| *s == p.page.stream) {
                     Some((_, sum)) => sum.add(&c),
@@ -146,6 +147,7 @@ fn ingest_page(
     p: &Pending<'_>,
     now: i64,
     legacy: bool,
+    scratch: &mut Vec<u8>,
 ) -> rusqlite::Result<(IngestOutcome, Counters, Option<Fresh>)> {
     let (seen_ttl_ms, records_without_id) = (p.seen_ttl_ms, p.records_without_id);
     let mut out = IngestOutcome::default();
@@ -186,7 +188,7 @@ fn ingest_page(
     }
     let mut row = None;
     if out.new_records > 0 {
-        let stored = codec::compress(&data);
+        let stored = codec::compress_reusing(&data, scratch);
         tx.run(
             "INSERT INTO spool(stream, tenant, source, name, collected_at, count, bytes, data)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -198,7 +200,7 @@ fn ingest_page(
                 now,
                 out.new_records as i64,
                 stored.len() as i64,
-                stored
+                &*stored
             ],
         )?;
         out.spooled_bytes = stored.len() as u64;

@@ -47,7 +47,7 @@ pub struct SinkBacklog {
 
 /// A forwarder's own read connection to the spool.
 pub struct SpoolReader {
-    conn: Connection,
+    pub(super) conn: Connection,
     path: PathBuf,
 }
 
@@ -55,10 +55,7 @@ impl SpoolReader {
     /// Up to `max_rows` spool rows with `seq >= from`, in order.
     pub fn read_from(&self, from: i64, max_rows: usize) -> Result<Vec<SpoolRow>> {
         let r = (|| -> rusqlite::Result<Vec<(SpoolRow, Vec<u8>)>> {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT seq, tenant, source, name, collected_at, count, data FROM spool
-                 WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
-            )?;
+            let mut stmt = self.conn.prepare_cached(READ_FROM)?;
             let rows = stmt.query_map(params![from, max_rows as i64], |r| {
                 Ok((
                     SpoolRow {
@@ -91,6 +88,10 @@ impl SpoolReader {
             .collect())
     }
 }
+
+/// A forwarder's read: rows from a position on, oldest first.
+pub(super) const READ_FROM: &str = "SELECT seq, tenant, source, name, collected_at, count, data FROM spool
+     WHERE seq >= ?1 ORDER BY seq LIMIT ?2";
 
 impl Store {
     pub fn spool_reader(&self) -> Result<SpoolReader> {

@@ -122,6 +122,24 @@ fn spool_rows_go_only_when_every_sink_delivered_them() {
 }
 
 #[test]
+fn a_cached_statement_is_planned_once_whatever_is_bound() {
+    let (_d, s) = open();
+    s.ensure_sinks(&["a".into()]).unwrap();
+    for i in 0..5 {
+        s.ingest(&page("s", &[&format!("r{i}")], Checkpoint::None), TTL, 0).unwrap();
+    }
+    let reader = s.spool_reader().unwrap();
+    let first = reader.read_from(0, 10).unwrap()[0].seq;
+    // A forwarder's reads: each binds a new position, and the batch size varies.
+    for (from, max, want) in [(first + 1, 3, 3), (first + 3, 1, 1), (first + 4, 10, 1), (first, 10, 5)] {
+        assert_eq!(reader.read_from(from, max).unwrap().len(), want, "from {from}, at most {max}");
+    }
+    // `LIMIT ?` once made SQLite parse and plan the statement again at every new binding.
+    let again = reader.conn.prepare_cached(spool::READ_FROM).unwrap().get_status(rusqlite::StatementStatus::RePrepare);
+    assert_eq!(again, 0, "the spool read was prepared again {again} times");
+}
+
+#[test]
 fn seen_keys_expire_after_their_ttl_in_chunks() {
     let (_d, s) = open();
     let ids: Vec<String> = (0..50_000).map(|i| format!("id-{i}")).collect();

@@ -52,6 +52,7 @@ impl AuditQueryClient {
             classify: crate::sources::graph::protocol::classify,
             api: "graph-audit-query",
             health: health.clone(),
+            answers: Default::default(),
         };
         // A create that fails is not retried on the spot: its window stays pending for the
         // next cycle, and a 429 there means the tenant's query allocation is full, which

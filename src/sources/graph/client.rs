@@ -58,6 +58,7 @@ impl GraphClient {
             classify: protocol::classify,
             api,
             health: Default::default(),
+            answers: Default::default(),
         };
         GraphClient {
             max_pages: limits.pages_per_window,

@@ -56,6 +56,7 @@ impl ManagementClient {
                 classify: protocol::classify,
                 api: "management",
                 health: Default::default(),
+                answers: Default::default(),
             },
             base: format!("{}/api/v1.0/{}/activity/feed", host.trim_end_matches('/'), tenant_id),
             publisher: publisher.to_string(),
