@@ -323,20 +323,10 @@ async fn commit(p: &Arc<Pipeline>, jobs: Vec<Job>) {
             let mut counted: Vec<events::RecordsIngested<'_>> = Vec::new();
             for (j, out) in jobs.iter().zip(&outs) {
                 p.throttled_mailboxes(&j.key.tenant, &out.throttled);
-                let i = match counted.iter().position(|c| c.stream.id == j.key.id) {
-                    Some(i) => i,
-                    None => {
-                        let zero = events::RecordsIngested {
-                            stream: j.key.labels(),
-                            received: 0,
-                            new: 0,
-                            duplicates: 0,
-                            updates: 0,
-                        };
-                        counted.push(zero);
-                        counted.len() - 1
-                    }
-                };
+                let i = counted.iter().position(|c| c.stream.id == j.key.id).unwrap_or_else(|| {
+                    counted.push(events::RecordsIngested::none(j.key.labels()));
+                    counted.len() - 1
+                });
                 let c = &mut counted[i];
                 c.received += j.page.records.len();
                 c.new += out.new_records;

@@ -208,14 +208,16 @@ pub(super) fn all(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
     Ok(out)
 }
 
+/// Every stream's row, with its earliest pending expiry (for headroom).
+pub(super) const ROWS: &str =
+    "SELECT stream, tenant, source, name, cursor, cursor_updated_at, state, state_detail, last_success_at,
+            last_error, last_error_at, subscription_started_at, records_total, duplicates_total,
+            records_without_id, blobs_expired, updates_total, state_until, blobs_refused, retention_secs,
+            (SELECT MIN(content_expiration_ms) FROM blobs b WHERE b.stream = streams.stream AND b.state = 'listed')
+     FROM streams ORDER BY stream";
+
 fn rows(c: &Connection) -> rusqlite::Result<Vec<StreamStatus>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT stream, tenant, source, name, cursor, cursor_updated_at, state, state_detail, last_success_at,
-                last_error, last_error_at, subscription_started_at, records_total, duplicates_total,
-                records_without_id, blobs_expired, updates_total, state_until, blobs_refused, retention_secs,
-                (SELECT MIN(content_expiration_ms) FROM blobs b WHERE b.stream = streams.stream AND b.state = 'listed')
-         FROM streams ORDER BY stream",
-    )?;
+    let mut stmt = c.prepare_cached(ROWS)?;
     let rows = stmt.query_map([], |r| {
         Ok(StreamStatus {
             stream: r.get(0)?,

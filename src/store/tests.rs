@@ -418,15 +418,9 @@ fn the_earliest_pending_expiry_is_one_index_lookup() {
         .collect();
     s.ingest(&page("s", &[], Checkpoint::BlobsListed { blobs, watermark: None }), TTL, 0).unwrap();
     assert_eq!(s.stream_positions().unwrap()[0].headroom_ms(0), Some(1_000_000 - 1_999));
-    let steps = s
-        .with_writer(|c| {
-            let mut q =
-                c.prepare("SELECT MIN(content_expiration_ms) FROM blobs WHERE stream = 's' AND state = 'listed'")?;
-            let earliest: Option<i64> = q.query_row([], |r| r.get(0))?;
-            assert_eq!(earliest, Some(1_000_000 - 1_999));
-            Ok(q.get_status(rusqlite::StatementStatus::VmStep))
-        })
-        .unwrap();
+    // The statement maintenance ran, as the writer cached it: its steps so far are that one read.
+    let steps =
+        s.with_writer(|c| Ok(c.prepare_cached(streams::ROWS)?.get_status(rusqlite::StatementStatus::VmStep))).unwrap();
     // A scan steps at least once per listed blob.
-    assert!(steps < 100, "{steps} VM steps for the earliest expiry of 2,000 listed blobs");
+    assert!(steps < 100, "{steps} VM steps for the positions of one stream with 2,000 listed blobs");
 }

@@ -15,7 +15,12 @@ pub struct RecordsIngested<'a> {
     pub updates: usize,
 }
 
-impl RecordsIngested<'_> {
+impl<'a> RecordsIngested<'a> {
+    /// Nothing yet, for a stream's pages to be added to.
+    pub fn none(stream: Stream<'a>) -> Self {
+        RecordsIngested { stream, received: 0, new: 0, duplicates: 0, updates: 0 }
+    }
+
     pub fn emit(&self) {
         let l = self.stream.labels();
         metrics::counter!(m::RECORDS_RECEIVED, &l).increment(self.received as u64);
