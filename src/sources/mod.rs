@@ -14,6 +14,8 @@ pub mod clock;
 pub mod driver;
 pub mod error;
 pub mod graph;
+mod json_scan;
 pub mod management;
 pub mod record;
+mod record_head;
 pub mod window;

@@ -29,7 +29,6 @@ pub use writer::{EventRange, read_range, write_range};
 pub struct FileSink {
     settings: FileSinkSettings,
     files: HashMap<(String, String, String), StreamFile>,
-    line: Vec<u8>,
     manifest: Option<Arc<manifest::Manifest>>,
     retention_checked: Option<chrono::NaiveDate>,
 }
@@ -54,7 +53,7 @@ impl FileSink {
                 tracing::error!(path = %settings.path.display(), error = %e, "file sink directory unusable; records will wait in the spool")
             }
         }
-        Ok(FileSink { settings, files: HashMap::new(), line: Vec::new(), manifest, retention_checked: None })
+        Ok(FileSink { settings, files: HashMap::new(), manifest, retention_checked: None })
     }
 
     /// Once per UTC day, in the background: delete sealed days older than `retention_days`.
@@ -77,9 +76,8 @@ impl FileSink {
     }
 }
 
-/// One record as the line it is written as.
+/// One record as the line it is written as, appended to `line`.
 fn encode(envelope: bool, r: &OutRecord, line: &mut Vec<u8>) {
-    line.clear();
     if envelope {
         crate::sinks::envelope::write(line, r);
     } else {
@@ -99,7 +97,6 @@ impl Sink for FileSink {
         let archive = self.settings.archive;
         let mut touched: Vec<(String, String, String)> = Vec::new();
         let envelope = self.settings.envelope;
-        let mut line = std::mem::take(&mut self.line);
         let files = &mut self.files;
         let res: std::io::Result<()> = off_worker(|| {
             // The records of one spool row share their `meta`, so they go to one file: it is
@@ -116,9 +113,8 @@ impl Sink for FileSink {
                     Entry::Vacant(v) => v.insert(StreamFile::open(&root, &key, today, archive)?),
                 };
                 for r in row {
-                    encode(envelope, r, &mut line);
                     f.ensure_current(&root, &key, today, rotate, manifest.as_ref())?;
-                    f.write(&line, r.event_time_ms)?;
+                    f.write(r.event_time_ms, |line| encode(envelope, r, line))?;
                 }
                 if !touched.contains(&key) {
                     touched.push(key);
@@ -132,7 +128,6 @@ impl Sink for FileSink {
             }
             Ok(())
         });
-        self.line = line;
         if let Err(e) = res {
             // Drop every handle: the next attempt reopens from the paths and trims any torn line.
             self.files.clear();

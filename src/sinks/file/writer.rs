@@ -171,14 +171,17 @@ impl StreamFile {
         Ok(())
     }
 
-    pub fn write(&mut self, line: &[u8], event_time_ms: i64) -> std::io::Result<()> {
+    /// Appends one line, which `line` writes straight into the file's buffer: building it
+    /// elsewhere first copied every record once more.
+    pub fn write(&mut self, event_time_ms: i64, line: impl FnOnce(&mut Vec<u8>)) -> std::io::Result<()> {
         if self.track_range {
             let r = EventRange::widen(self.range, event_time_ms);
             self.range_dirty |= Some(r) != self.range;
             self.range = Some(r);
         }
-        self.pending.extend_from_slice(line);
-        self.size += line.len() as u64;
+        let before = self.pending.len();
+        line(&mut self.pending);
+        self.size += (self.pending.len() - before) as u64;
         if self.pending.len() >= 1 << 20 {
             self.flush()?;
         }
