@@ -132,8 +132,7 @@ pub async fn notify_systemd(health: Arc<DaemonHealth>, stop: tokio_util::sync::C
     let keepalive = sd_notify::watchdog_enabled().map(|d| d / 2);
     let tick = keepalive.unwrap_or(Duration::from_secs(10)).min(Duration::from_secs(10));
     let mut last_status = String::new();
-    let mut last_status_at =
-        tokio::time::Instant::now().checked_sub(Duration::from_secs(60)).unwrap_or_else(tokio::time::Instant::now);
+    let mut last_status_at = tokio::time::Instant::from_std(crate::common::clock::ago(Duration::from_secs(60)));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -4,6 +4,7 @@
 //! INVARIANT: nothing here imports another module of this crate. Config, sources and sinks all
 //! depend on these types, never on each other through them, so the module arrows run one way.
 
+pub mod clock;
 pub mod dirs;
 pub mod issues;
 pub mod names;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::delivery::{Delivery, ErrorReport};
 use super::ingest::{Pipeline, PipelineError};
 use super::shutdown::Shutdown;
-use crate::common::RetryPolicy;
+use crate::common::{RetryPolicy, clock};
 use crate::sinks::{Batch, BuiltSink, OutRecord, RowMeta};
 use crate::store::{SpoolRow, codec};
 use crate::telemetry::events;
@@ -87,7 +87,7 @@ impl Forwarder {
         let mut next_read = seq;
         let mut wake = self.pipeline.subscribe_spooled();
         let mut lingering_since: Option<Instant> = None;
-        let mut last_dead_letter_poll = Instant::now().checked_sub(DEAD_LETTER_POLL).unwrap_or_else(Instant::now);
+        let mut last_dead_letter_poll = clock::ago(DEAD_LETTER_POLL);
         // The last read reached the end of the spool and all of it went out: nothing to read
         // until an ingest says so.
         let mut caught_up = false;

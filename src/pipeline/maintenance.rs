@@ -8,21 +8,20 @@ use std::time::{Duration, Instant};
 use super::gate::{Decision, Reading, decide};
 use super::ingest::Pipeline;
 use super::shutdown::Shutdown;
+use crate::common::clock;
 use crate::store::{SpoolSize, Usage};
 use crate::telemetry::events;
 
 /// Runs until the forwarders start draining (they may still prune what they deliver last; the
 /// next start does that).
 pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
-    // Deadlines and checked subtractions, never `now - d`: an Instant cannot go below the
-    // machine's boot, and a daemon started with the machine has seconds of uptime behind it
-    // (`now - d` panicked there).
+    // Deadlines and `clock::ago`, never `now - d`, which panics on a machine just booted.
     let mut next_seen_prune = Instant::now() + first_seen_prune(pipeline.spool.prune_interval);
     let mut last = (SpoolSize::default(), Usage::default());
-    let mut last_positions = Instant::now().checked_sub(POSITIONS_EVERY).unwrap_or_else(Instant::now);
+    let mut last_positions = clock::ago(POSITIONS_EVERY);
     let mut last_checkpoint = Instant::now();
-    let mut last_measure = Instant::now().checked_sub(MEASURE_EVERY).unwrap_or_else(Instant::now);
-    let mut last_spool_prune = Instant::now().checked_sub(PRUNE_SPOOL_EVERY).unwrap_or_else(Instant::now);
+    let mut last_measure = clock::ago(MEASURE_EVERY);
+    let mut last_spool_prune = clock::ago(PRUNE_SPOOL_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.draining() => return,

@@ -77,7 +77,8 @@ pub struct SinkSettings {
 #[derive(Debug, Clone)]
 pub enum SinkKind {
     File(FileSinkSettings),
-    Http(HttpSinkSettings),
+    /// Boxed: its settings are several times the size of the other kinds'.
+    Http(Box<HttpSinkSettings>),
     Syslog(SyslogSinkSettings),
     EventHubs(EventHubsSinkSettings),
 }
@@ -106,7 +107,7 @@ pub fn validate(is: &mut Issues, raw: &[SinkConfig], tenants: &[String]) -> Vec<
             }
             SinkKindConfig::Http(h) => (
                 super::http::config::batch_defaults(h),
-                super::http::config::validate(is, p, h, tenants).map(SinkKind::Http),
+                super::http::config::validate(is, p, h, tenants).map(|h| SinkKind::Http(Box::new(h))),
             ),
             SinkKindConfig::Syslog(y) => {
                 (super::syslog::config::BATCH, super::syslog::config::validate(is, p, y).map(SinkKind::Syslog))

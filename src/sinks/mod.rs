@@ -169,7 +169,7 @@ pub fn build(s: &SinkSettings, ctx: &BuildContext) -> Result<BuiltSink, SinkBuil
         SinkKind::File(f) => {
             file::FileSink::new(f.clone()).map(|x| Box::new(x) as Box<dyn Sink>).map_err(BuildError::Io)
         }
-        SinkKind::Http(h) => http::HttpSink::new(name, h.clone(), ctx).map(|x| Box::new(x) as Box<dyn Sink>),
+        SinkKind::Http(h) => http::HttpSink::new(name, (**h).clone(), ctx).map(|x| Box::new(x) as Box<dyn Sink>),
         SinkKind::Syslog(y) => syslog::SyslogSink::new(name, y.clone()).map(|x| Box::new(x) as Box<dyn Sink>),
         SinkKind::EventHubs(e) => {
             eventhubs::EventHubsSink::new(name, e.clone(), ctx).map(|x| Box::new(x) as Box<dyn Sink>)
