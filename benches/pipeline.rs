@@ -1,6 +1,7 @@
 //! Benchmark harness (not a timed test): prints figures for
 //! 0. the parse rate of content blobs (AK_BENCH_PARSE, default 200000 records);
-//! 1. the ingest rate into the spool (store only, 1.5 KB records, 500 per page);
+//! 1. the ingest rate into the spool (store only, 1.5 KB records, 500 per page), then one pass
+//!    of the hourly dedupe-key prune over a week of live keys (AK_BENCH_PRUNE, default 1000000);
 //! 2. the end-to-end rate from the simulated tenant to the file sink, with the real daemon binary;
 //! 3. the daemon's peak RSS while a backlog of 1M records builds up and drains;
 //! 4. a real tenant's shape: a week of small blobs (1 to 40 records), listings paged every 8
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use auditkeeper::demo::{ConfigExtras, write_config};
 use auditkeeper::simulator::{Scenario, Simulator};
-use auditkeeper::store::{IngestPage, Store};
+use auditkeeper::store::{Checkpoint, IngestPage, PageRecord, Store};
 
 fn env_n(k: &str, d: u64) -> u64 {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
@@ -47,6 +48,45 @@ fn ingest_rate(n: u64) -> f64 {
         bytes as f64 / secs / 1e6
     );
     n as f64 / secs
+}
+
+/// One pass of the hourly dedupe-key prune over a week of live keys, none expired: what a
+/// pass costs a store that dedupes a busy feed. The keys are stored as a live feed stores
+/// them, in time order over the `spool.seen_ttl` before now.
+fn seen_prune(n: u64) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.register_stream("t/management/Audit.Exchange", "t", "management", "Audit.Exchange").unwrap();
+    let ttl = 8 * 86_400_000i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let per_page = 1000;
+    for p in 0..n.div_ceil(per_page) {
+        let records = (p * per_page..((p + 1) * per_page).min(n))
+            .map(|k| {
+                let t = now - ttl + (k as i64) * (ttl / n as i64);
+                let id = format!("r{k}");
+                let key = auditkeeper::sources::record::key_for_id(&id);
+                PageRecord { key, id_key: None, id, event_time_ms: t, key_time_ms: t, raw: 0..2, envelope: None }
+            })
+            .collect();
+        let page = IngestPage {
+            stream: "t/management/Audit.Exchange".into(),
+            tenant: "t".into(),
+            source: "management".into(),
+            name: "Audit.Exchange".into(),
+            body: b"{}".to_vec(),
+            records,
+            checkpoint: Checkpoint::None,
+            throttled: Vec::new(),
+        };
+        store.ingest(&page, ttl, 0).unwrap();
+    }
+    let t = Instant::now();
+    let pruned = store.prune_seen(now, ttl).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(pruned, 0, "no key has expired");
+    println!("seen_prune: one pass over {n} live keys in {:.1} ms", secs * 1e3);
+    secs
 }
 
 /// Parsing content blobs (500 Exchange records each, 60% MailItemsAccessed, as the simulator
@@ -316,11 +356,15 @@ fn main() {
         (env_n("AK_BENCH_INGEST", 200_000), env_n("AK_BENCH_RECORDS", 300_000), env_n("AK_BENCH_BACKLOG", 1_000_000));
     let np = env_n("AK_BENCH_PARSE", 200_000);
     let ns = env_n("AK_BENCH_SMALL", 58_000);
+    let nk = env_n("AK_BENCH_PRUNE", 1_000_000);
     if np > 0 {
         parse_rate(np);
     }
     if ni > 0 {
         ingest_rate(ni);
+    }
+    if nk > 0 {
+        seen_prune(nk);
     }
     let e2e = if ne > 0 { rt.block_on(end_to_end(ne)) } else { 0.0 };
     let rss = if nb > 0 { rt.block_on(backlog_rss(nb)) } else { 0.0 };

@@ -41,6 +41,8 @@ pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
         if spool_due {
             last_spool_prune = Instant::now();
         }
+        // The dedupe horizon ingest gives every key: only keys older than it are read.
+        let ttl = pipeline.spool.seen_ttl.as_millis() as i64;
         // Nothing due: no hand-off to a blocking thread at all.
         let r = if !(spool_due || seen_due || checkpoint_due) {
             Ok((0, 0))
@@ -51,7 +53,7 @@ pub async fn run(pipeline: Arc<Pipeline>, shutdown: Shutdown) {
                     let now = crate::store::now_ms();
                     let mut keys = 0;
                     if seen_due {
-                        keys = s.prune_seen(now)?;
+                        keys = s.prune_seen(now, ttl)?;
                         // Ledger rows outlive Microsoft's own expiry by a day, then go.
                         s.prune_blobs(now - 86_400_000)?;
                     }

@@ -147,7 +147,7 @@ fn seen_keys_expire_after_their_ttl_in_chunks() {
     s.ingest(&page("s", &refs[..25_000], Checkpoint::None), 1_000, 0).unwrap();
     s.ingest(&page("s", &refs[25_000..], Checkpoint::None), TTL, 0).unwrap();
     assert_eq!(s.seen_count().unwrap(), 50_000);
-    let pruned = s.prune_seen(now_ms() + 10_000).unwrap();
+    let pruned = s.prune_seen(now_ms() + 10_000, TTL).unwrap();
     assert_eq!(pruned, 25_000);
     assert_eq!(s.seen_count().unwrap(), 25_000);
     // An expired key is new again: the TTL is the dedupe horizon.
@@ -232,9 +232,9 @@ fn dedupe_keys_of_the_old_form_still_catch_duplicates_after_the_upgrade() {
     assert_eq!((out.new_records, out.duplicates), (1, 1), "the old-form key is found");
     assert_eq!(s.spool_size().unwrap().records, 1);
     // `gone` expired; `old` is still alive, so the lookup stays.
-    s.prune_seen(now_ms()).unwrap();
+    s.prune_seen(now_ms(), TTL).unwrap();
     assert!(s.flag(prune::SEEN_LEGACY_FLAG).unwrap().is_some());
-    s.prune_seen(now_ms() + 2 * TTL).unwrap();
+    s.prune_seen(now_ms() + 2 * TTL, TTL).unwrap();
     assert!(s.flag(prune::SEEN_LEGACY_FLAG).unwrap().is_none(), "no old key left: the flag goes");
     let out = s.ingest(&page("s", &["new"], Checkpoint::None), TTL, 0).unwrap();
     assert_eq!(out.new_records, 1, "every key expired, so the record is new again");
